@@ -54,8 +54,8 @@ FOLD_ORDER = ("fold_0", "fold_1", "fold_2", "prelim_test", "final_test")
 SPLIT_PART_NAMES = ("train", "training", "validation", "val", "valid", "test", "testing")
 #: Operating-system litter: counted in ``notes``, not listed as problems.
 CLUTTER_NAMES = (".DS_Store", "Thumbs.db", "desktop.ini")
-#: Files our own tools write beside the images (the splitter's manifest): noted, not problems.
-METADATA_NAMES = ("manifest.csv",)
+#: Files our own tools write beside the images (the splitter's manifest, the demo generator's record): noted, not problems.
+METADATA_NAMES = ("manifest.csv", "demo_manifest.json")
 SKIPPED_DIRS = ("__MACOSX", ".ipynb_checkpoints")
 _FOLD = re.compile(r"^fold_?(\d+)$", re.IGNORECASE)
 _LAYOUT_HELP = (

@@ -1,0 +1,443 @@
+"""Data subcommands of ``allnet``: make the demo set, index a data folder, split it, crop and
+augment images. Each is a thin layer over the library function of the same job, so what the
+command does is what the book does.
+
+Exit codes: 0 ok, 1 a check found problems (``index --strict``, ``crop`` cutting into cells),
+2 bad input (a missing folder, an existing output, a bad option value).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+import uuid
+from pathlib import Path
+
+from allnet_lib import paths
+from allnet_lib.cli import UserError
+
+SPLIT_METHODS = ("subject", "image", "fold")
+DEFAULT_SEEDS = {"image": 120, "subject": 0}  # the report's seed for its split; 0 otherwise
+_SHOWN_PROBLEMS = 10
+
+
+def register(subparsers) -> None:
+    """Add demo-data, index, split, crop and augment to the ``allnet`` parser."""
+    _register_demo(subparsers)
+    _register_index(subparsers)
+    _register_split(subparsers)
+    _register_crop(subparsers)
+    _register_augment(subparsers)
+
+
+# --------------------------------------------------------------------------------------------
+# shared pieces
+# --------------------------------------------------------------------------------------------
+def user_errors(func):
+    """Turn the library's bad-input exceptions (missing file, existing output, bad value) into
+    UserError, so they print as one message with exit code 2 instead of a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(args):
+        try:
+            return func(args)
+        except (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError) as error:
+            raise UserError(str(error)) from error
+
+    return wrapper
+
+
+def _add_data_argument(parser: argparse.ArgumentParser) -> None:
+    """DATA as an optional positional or --data; the default comes from ALLNET_DATA."""
+    default_help = (f"default: the real data under $ALLNET_DATA/cnmc if present, else the demo set "
+                    f"under $ALLNET_DATA/demo (now {_default_data_hint()})")
+    parser.add_argument("data_pos", nargs="?", metavar="DATA",
+                        help=f"data folder, in any layout the reader understands; {default_help}")
+    parser.add_argument("--data", dest="data_opt", metavar="DIR", help="same as DATA")
+
+
+def _default_data_hint() -> str:
+    try:
+        return str(_default_data()).replace("%", "%%")  # argparse formats help with %
+    except UserError:
+        return "none found yet"
+
+
+def _default_data() -> Path:
+    """Real C-NMC if it has been fetched, else the demo set; explain when neither exists."""
+    for candidate in (paths.cnmc_dir(), paths.demo_dir()):
+        if candidate.is_dir():
+            return candidate
+    raise UserError(
+        f"no data folder given and none found: neither {paths.cnmc_dir()} nor "
+        f"{paths.demo_dir()} exists. Run `allnet demo-data` to make the demo set, set "
+        f"{paths.DATA_ENV} to where your data is, or pass the folder as DATA."
+    )
+
+
+def data_folder(args) -> Path:
+    """The data folder the user asked for (DATA or --data), checked to exist."""
+    if args.data_pos and args.data_opt and Path(args.data_pos) != Path(args.data_opt):
+        raise UserError(f"two data folders given ({args.data_pos} and --data {args.data_opt}); "
+                        "give one")
+    given = args.data_pos or args.data_opt
+    if not given:
+        return _default_data()
+    folder = Path(given).expanduser()
+    if not folder.exists():
+        raise UserError(f"data folder {folder} does not exist; check the path, or run "
+                        "`allnet demo-data` to make the demo set")
+    if not folder.is_dir():
+        raise UserError(f"{folder} is a file; DATA must be a folder of images")
+    return folder
+
+
+def _fraction(text: str) -> float:
+    """argparse type for sizes: a number, checked in full by the splitters."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a fraction such as 0.2")
+
+
+def _fold_list(text: str) -> list[str]:
+    """argparse type: 'fold_1,fold_2' -> ['fold_1', 'fold_2']."""
+    folds = [part.strip() for part in text.split(",") if part.strip()]
+    if not folds:
+        raise argparse.ArgumentTypeError("give at least one fold name, e.g. fold_2")
+    return folds
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
+    return value
+
+
+def _print_table(frame) -> None:
+    print(frame.to_string())
+
+
+def _index(folder: Path, *, verify: bool = False):
+    """Index a data folder and say on stderr how many files were not usable."""
+    from allnet_lib.reader import index_dataset
+
+    index = index_dataset(folder, verify=verify, progress=True)
+    if len(index.table) == 0:
+        raise UserError(f"no labelled images found in {folder}; expected C-NMC folders "
+                        "(C-NMC_training_data/fold_N/{all,hem}) or class folders {all,hem}. "
+                        f"Run `allnet index {folder}` to see what was found.")
+    if len(index.problems):
+        print(f"note: {len(index.problems)} file(s) in {folder} could not be used; "
+              f"`allnet index {folder}` lists them", file=sys.stderr)
+    return index
+
+
+def _write_csv_new(frame, path: Path) -> Path:
+    """Write a report CSV that does not exist yet (temp sibling, then rename)."""
+    path = path.expanduser()
+    if path.exists():
+        raise UserError(f"{path} already exists; choose another file name (it was left as is)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# allnet demo-data
+# --------------------------------------------------------------------------------------------
+def _register_demo(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "demo-data", help="make the synthetic C-NMC-like demo dataset",
+        description="Write the synthetic demo dataset in the real C-NMC training layout "
+                    "(C-NMC_training_data/fold_N/{all,hem}/UID_...). Synthetic cells: good for "
+                    "learning the method, not results about leukemia. Running it again with the "
+                    "same options does nothing.",
+    )
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="where to write it (default: $ALLNET_DATA/demo, now "
+                             f"{str(paths.demo_dir()).replace('%', '%%')})")
+    parser.add_argument("--n-images", type=_positive_int, default=1800, metavar="N",
+                        help="number of images, about 2/3 ALL (default: %(default)s)")
+    parser.add_argument("--size", type=_positive_int, default=450, metavar="PX",
+                        help="image side in pixels; the real images are 450 (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--ext", default="bmp",
+                        help="image format: bmp (as the real data), png, tif or jpg "
+                             "(default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a demo set made with other options (a folder that is not a "
+                             "demo set is never replaced)")
+    parser.set_defaults(func=run_demo)
+
+
+@user_errors
+def run_demo(args) -> int:
+    """Make the demo set and print where it is and what it holds."""
+    from allnet_lib.demo import make_demo_dataset
+
+    out = make_demo_dataset(args.out, n_images=args.n_images, image_size=args.size,
+                            seed=args.seed, ext=args.ext, overwrite=args.overwrite,
+                            progress=True)
+    print(f"demo dataset ready: {out}")
+    print(f"next: allnet index {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# allnet index
+# --------------------------------------------------------------------------------------------
+def _register_index(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "index", help="list the images of a data folder: counts per fold, class and subject",
+        description="Find every image in DATA (TCIA, Kaggle or plain {all,hem} layouts), print "
+                    "images and subjects per fold and class, and list the files that could not "
+                    "be used and why (nothing is skipped silently).",
+    )
+    _add_data_argument(parser)
+    parser.add_argument("--verify", action="store_true",
+                        help="also open every image to check it is readable (slower)")
+    parser.add_argument("--problems-csv", metavar="FILE", type=Path,
+                        help="write every problem (path, reason) to this new CSV file")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit with code 1 when problems were found (for scripts and CI)")
+    parser.set_defaults(func=run_index)
+
+
+@user_errors
+def run_index(args) -> int:
+    """Print the summary and the problems; exit 1 with --strict when there are problems."""
+    folder = data_folder(args)
+    index = _index_any(folder, verify=args.verify)
+    print(index.report())
+    print()
+    _print_table(index.summary())
+    problems = index.problems
+    if len(problems):
+        print(f"\n{len(problems)} file(s) not used:")
+        print(problems.head(_SHOWN_PROBLEMS).to_string(index=False))
+        if len(problems) > _SHOWN_PROBLEMS:
+            print(f"... and {len(problems) - _SHOWN_PROBLEMS} more (see --problems-csv)")
+    else:
+        print("\nno problems found")
+    if args.problems_csv:
+        written = _write_csv_new(problems, args.problems_csv)
+        print(f"problems written to {written}")
+    return 1 if (args.strict and len(problems)) else 0
+
+
+def _index_any(folder: Path, *, verify: bool):
+    """Index without requiring images (an empty folder is worth reporting, not an error)."""
+    from allnet_lib.reader import index_dataset
+
+    return index_dataset(folder, verify=verify, progress=True)
+
+
+# --------------------------------------------------------------------------------------------
+# allnet split
+# --------------------------------------------------------------------------------------------
+def _register_split(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "split", help="split a dataset into train / validation / test and write its manifest",
+        description="Split the images of DATA and write a manifest CSV (path, filename, label, "
+                    "subject, fold, part) that training and evaluation read. --by subject keeps "
+                    "every person on one side (honest scores for new patients); --by image is "
+                    "the 2019 report's random image split (same person on both sides: scores "
+                    "are optimistic); --by fold uses the organisers' subject-disjoint folds. "
+                    "Subject and image splits use the training folds only when DATA has them.",
+    )
+    _add_data_argument(parser)
+    parser.add_argument("--by", choices=SPLIT_METHODS, default="subject",
+                        help="what to split by (default: %(default)s)")
+    parser.add_argument("--test-size", type=_fraction, default=0.2, metavar="F",
+                        help="fraction of images for the test part, in (0, 1); --by subject/image "
+                             "(default: %(default)s)")
+    parser.add_argument("--val-size", type=_fraction, default=0.0, metavar="F",
+                        help="fraction of images for a validation part, in [0, 1); --by "
+                             "subject/image (default: %(default)s, no validation part)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="random seed (default: 120 for --by image, the report's; 0 for "
+                             "--by subject)")
+    parser.add_argument("--test-folds", type=_fold_list, default=["fold_2"], metavar="FOLDS",
+                        help="--by fold: comma-separated folds for the test part, e.g. "
+                             "fold_2 or prelim_test (default: fold_2)")
+    parser.add_argument("--val-folds", type=_fold_list, default=[], metavar="FOLDS",
+                        help="--by fold: comma-separated folds for the validation part, e.g. "
+                             "fold_1 (default: none)")
+    parser.add_argument("--out", metavar="DIR", type=Path,
+                        help="also write the images as class folders into this new folder: "
+                             "DIR/{train,val,test}/{all,hem} (--by image: the report's "
+                             "DIR/{train,validation}/{all,hem}), with DIR/manifest.csv")
+    parser.add_argument("--mode", choices=("copy", "link", "symlink"), default="copy",
+                        help="with --out: copy the files, hard-link or symlink them; sources "
+                             "are never moved (default: %(default)s)")
+    parser.add_argument("--manifest", metavar="FILE", type=Path,
+                        help="where to write the manifest CSV (default: "
+                             "$ALLNET_DATA/splits/<data folder>-<split name>.csv); an existing "
+                             "different manifest is never overwritten")
+    parser.set_defaults(func=run_split)
+
+
+@user_errors
+def run_split(args) -> int:
+    """Index, split, print the summary, write the manifest (and the folders with --out)."""
+    from allnet_lib import split as splitting
+
+    folder = data_folder(args)
+    if args.by != "fold":
+        splitting.check_sizes(args.test_size, args.val_size)  # fail before the slow part
+    if args.out is not None:
+        splitting.check_output_folder(folder, args.out)  # fail before the slow part
+    table = _split_input(splitting, _index(folder).table, args.by)
+    split = _make_split(splitting, table, args)
+    print(f"split {split.name} of {folder} ({len(table)} images)")
+    _print_table(split.summary())
+    _warn_about_leaks(split, args.by)
+    if args.out is not None:
+        folders = splitting.REPORT_FOLDERS if args.by == "image" else None
+        split = splitting.export_split(split, args.out, mode=args.mode, folders=folders,
+                                       progress=True)
+        print(f"class folders written to {args.out} ({args.mode})")
+        print(f"manifest: {args.out / splitting.MANIFEST_NAME}")
+    manifest = args.manifest
+    if manifest is None and args.out is None:
+        manifest = paths.data_root() / "splits" / f"{folder.name}-{split.name}.csv"
+    if manifest is not None:
+        try:
+            written = split.write_manifest(manifest)
+        except FileExistsError as error:
+            raise UserError(f"{error} (or pass --manifest FILE)") from error
+        print(f"manifest: {written}")
+    print(f"manifest hash: {splitting.manifest_hash(split)}")
+    return 0
+
+
+def _split_input(splitting, table, by: str):
+    """The rows to split: for --by subject/image the training folds when the data has them
+    (see split.training_rows); say on stderr what was left out."""
+    if by == "fold":
+        return table
+    rows = splitting.training_rows(table)
+    if len(rows) < len(table):
+        print(f"note: {len(table) - len(rows)} image(s) outside the training folds (test sets) "
+              "left out of the split", file=sys.stderr)
+    return rows
+
+
+def _make_split(splitting, table, args):
+    """Call the splitter chosen with --by with the options that apply to it."""
+    if args.by == "fold":
+        if args.seed is not None or args.test_size != 0.2 or args.val_size:
+            print("note: --by fold ignores --seed, --test-size and --val-size; use "
+                  "--test-folds/--val-folds", file=sys.stderr)
+        return splitting.fold_split(table, test_folds=args.test_folds, val_folds=args.val_folds)
+    seed = DEFAULT_SEEDS[args.by] if args.seed is None else args.seed
+    func = splitting.subject_split if args.by == "subject" else splitting.random_image_split
+    return func(table, test_size=args.test_size, val_size=args.val_size, seed=seed)
+
+
+def _warn_about_leaks(split, by: str) -> None:
+    """Say plainly when a split lets the same person appear in training and test."""
+    overlap = split.subject_overlap()
+    if by == "image":
+        total = len(set(split.manifest()["subject"]))
+        print(f"warning: --by image mixes subjects: {len(overlap)} of {total} subjects have images "
+              "on more than one side, so test scores reward recognising people already seen "
+              "and overstate performance on new patients. Use --by subject for honest numbers.",
+              file=sys.stderr)
+    elif overlap:  # cannot happen for subject/fold splits (they assert it); kept as a guard
+        print(f"warning: {len(overlap)} subjects on more than one side", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------------
+# allnet crop / augment
+# --------------------------------------------------------------------------------------------
+def _register_crop(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "crop", help="centre-crop every image of a folder (the report's 450 -> 400)",
+        description="Centre-crop every image under SRC to SIZE x SIZE and write it under DST with "
+                    "the same sub-folders. Reports images whose crop cut into the cell "
+                    "(non-black pixels removed); exit code 1 if there are any.",
+    )
+    parser.add_argument("src", metavar="SRC", type=Path, help="folder of images (any depth)")
+    parser.add_argument("dst", metavar="DST", type=Path, help="new output folder")
+    parser.add_argument("--size", type=_positive_int, default=400, metavar="PX",
+                        help="side of the centre crop, in pixels of a 450-pixel image; other "
+                             "image sizes get the same fraction (default: %(default)s, the "
+                             "report's 450 -> 400)")
+    parser.set_defaults(func=run_crop)
+
+
+@user_errors
+def run_crop(args) -> int:
+    """Crop a folder; exit 1 when a crop cut into a cell or a file could not be read."""
+    import warnings
+
+    from allnet_lib.crop import crop_folder
+
+    _existing_folder(args.src, "SRC")
+    with warnings.catch_warnings():  # the same facts are printed below, with the files
+        warnings.simplefilter("ignore", UserWarning)
+        result = crop_folder(args.src, args.dst, size=args.size, progress=True)
+    copied = int((result["action"] == "copied").sum())
+    print(f"{int((result['action'] == 'cropped').sum())} image(s) centre-cropped into {args.dst}"
+          + (f", {copied} other file(s) copied" if copied else ""))
+    damaged = result[result["cut_pixels"].fillna(0) > 0]
+    errors = result[result["action"] == "error"]
+    if len(damaged):
+        print(f"\n{len(damaged)} image(s) lost cell (non-black) pixels in the crop; use a "
+              "larger --size:")
+        print(damaged[["path", "height", "width", "crop", "cut_pixels"]]
+              .head(_SHOWN_PROBLEMS).to_string(index=False))
+    if len(errors):
+        print(f"\n{len(errors)} file(s) could not be read and were not written:")
+        print(errors[["path", "error"]].head(_SHOWN_PROBLEMS).to_string(index=False))
+    if len(damaged) or len(errors):
+        return 1
+    print("no crop cut into a cell")
+    return 0
+
+
+def _register_augment(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "augment", help="write N augmented images (the report's Augmentor flips and rotations)",
+        description="Sample N images from the class folders under SRC, apply the report's "
+                    "Augmentor pipeline (90/270-degree rotations, left-right and top-bottom flips, "
+                    "each with probability 0.5) and write them under DST/<class>/. Single-threaded "
+                    "so that a seed gives the same images.",
+    )
+    parser.add_argument("src", metavar="SRC", type=Path, help="folder with class sub-folders")
+    parser.add_argument("dst", metavar="DST", type=Path,
+                        help="output folder, outside SRC (Augmentor's default inside SRC would "
+                             "later be read as an extra class)")
+    parser.add_argument("-n", type=_positive_int, required=True, metavar="N",
+                        help="number of images to write")
+    parser.add_argument("--seed", type=int, default=7, help="random seed (default: %(default)s, "
+                        "the report's)")
+    parser.set_defaults(func=run_augment)
+
+
+@user_errors
+def run_augment(args) -> int:
+    """Augment and print how many images of each class were written."""
+    from allnet_lib.augment import augmentor_sample
+
+    _existing_folder(args.src, "SRC")
+    result = augmentor_sample(args.src, args.dst, args.n, seed=args.seed, progress=True)
+    print(f"{len(result)} augmented image(s) written to {args.dst}")
+    if "label" in result.columns:
+        print(result["label"].value_counts().sort_index().to_string())
+    return 0
+
+
+def _existing_folder(path: Path, what: str) -> None:
+    if not path.is_dir():
+        raise UserError(f"{what} folder {path} does not exist or is not a folder; check the path")
