@@ -1,0 +1,473 @@
+"""Experiment subcommands of ``allnet``: train, evaluate, compare, leakage.
+
+Each is a thin layer over :mod:`allnet_lib.train`, :mod:`allnet_lib.evaluate` and
+:mod:`allnet_lib.compare`, so the command line does exactly what the book does. Without
+``--data`` the real C-NMC data is used when it is there, otherwise the synthetic demo set (made
+on first use, which is said). Finished work is reused: a second identical ``compare`` or
+``leakage`` only reads its records back, and says so.
+
+Exit codes: 0 ok, 2 bad input (unknown model or profile, input too small, no data, a run folder
+holding another experiment).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import sys
+import uuid
+from pathlib import Path
+
+from allnet_lib import paths
+from allnet_lib.cli import UserError
+
+SPLIT_METHODS = ("subject", "image", "fold")
+DEFAULT_SEEDS = {"image": 120, "subject": 0, "fold": 0}  # 120: the report's seed for its split
+FETCH_HINT = ("make the synthetic demo set with `allnet demo-data`, or get the real C-NMC data "
+              "with `python data_scripts/fetch_cnmc.py` (see data_scripts/README.md)")
+
+
+def register(subparsers) -> None:
+    """Add train, evaluate, compare and leakage to the ``allnet`` parser."""
+    _register_train(subparsers)
+    _register_evaluate(subparsers)
+    _register_compare(subparsers)
+    _register_leakage(subparsers)
+
+
+# ----------------------------------------------------------------------------------------------
+# shared pieces
+# ----------------------------------------------------------------------------------------------
+
+
+def user_errors(func):
+    """Bad input from the library (ValueError, missing or existing files, conflicting run
+    folders) becomes one clear message with exit code 2 instead of a traceback."""
+    from allnet_lib.compare import ExperimentConflict
+
+    @functools.wraps(func)
+    def wrapper(args):
+        try:
+            return func(args)
+        except (ValueError, FileNotFoundError, FileExistsError, ExperimentConflict) as error:
+            raise UserError(str(error)) from error
+
+    return wrapper
+
+
+def _add_common(parser, *, split: bool = True, seed_help: str | None = None) -> None:
+    parser.add_argument("--profile", default=None,
+                        help="run profile: smoke, demo or seed (default: $ALLNET_PROFILE, else demo)")
+    if split:
+        parser.add_argument("--split", choices=SPLIT_METHODS, default="subject",
+                            help="subject: whole people to one side (honest); image: the 2019 "
+                                 "report's random image split (optimistic); fold: official folds, "
+                                 "fold_2 as test (default: %(default)s)")
+    parser.add_argument("--data", metavar="DIR", default=None,
+                        help="data folder (default: the real data under $ALLNET_DATA/cnmc if present, "
+                             "else the demo set under $ALLNET_DATA/demo, made if missing)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help=seed_help or "seed of the split (default: 120 for --split image, the "
+                                          "report's; 0 otherwise)")
+    parser.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
+    parser.add_argument("--image-size", type=int, default=None, metavar="PX",
+                        help="override the profile's input side for every model")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _profile(args):
+    """The profile named by --profile, with --epochs / --image-size applied."""
+    from allnet_lib.profiles import get_profile
+
+    overrides = {}
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.image_size is not None:
+        overrides["image_size"] = args.image_size
+    return get_profile(args.profile, **overrides)
+
+
+def _check_model(name: str, profile) -> str:
+    """A known model whose input side in this profile is large enough for its layers."""
+    from allnet_lib.models import get_spec, list_models
+
+    if name not in list_models():
+        raise UserError(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
+    spec, side = get_spec(name), profile.image_size(name)
+    if side < spec.min_size:
+        raise UserError(f"input too small: {name} needs images of at least {spec.min_size}x"
+                        f"{spec.min_size} pixels, profile {profile.name!r} gives {side}x{side}; "
+                        f"use --image-size {spec.min_size} or more")
+    return name
+
+
+def _data_folder(args, profile) -> Path:
+    """--data, or the real data if fetched, or the demo set (generated here when missing)."""
+    if args.data:
+        folder = Path(args.data).expanduser()
+        if not folder.is_dir():
+            raise UserError(f"data folder {folder} does not exist; {FETCH_HINT}")
+        return folder
+    if (paths.cnmc_dir() / "C-NMC_training_data").is_dir():
+        return paths.cnmc_dir()
+    demo = paths.demo_dir()
+    if not (demo / "C-NMC_training_data").is_dir():
+        from allnet_lib.demo import make_demo_dataset
+
+        print(f"no data found in {paths.data_root()}: generating the synthetic demo set "
+              f"({profile.demo_images} images) in {demo}. For the real C-NMC data run "
+              "`python data_scripts/fetch_cnmc.py`.")
+        make_demo_dataset(demo, n_images=profile.demo_images, progress=not args.no_progress)
+    return demo
+
+
+def _table(folder: Path):
+    """The labelled images of ``folder``; a clear error when there are none."""
+    from allnet_lib.reader import index_dataset
+
+    index = index_dataset(folder, progress=False)
+    if len(index.table) == 0:
+        raise UserError(f"no labelled cell images found in {folder} (expected C-NMC folders "
+                        f"C-NMC_training_data/fold_N/{{all,hem}}); {FETCH_HINT}")
+    if len(index.problems):
+        print(f"note: {len(index.problems)} file(s) in {folder} were not used; see "
+              f"`allnet index {folder}`", file=sys.stderr)
+    return index.table
+
+
+def _split(args, table):
+    from allnet_lib.compare import make_split
+
+    seed = DEFAULT_SEEDS[args.split] if args.seed is None else args.seed
+    return make_split(table, args.split, seed=seed)
+
+
+def _write_text(path: Path, text: str) -> Path:
+    """Atomic write of a derived file (tables and plots are rebuilt from the records each run)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def _save_figure(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def markdown_table(frame) -> str:
+    """A pipe table without extra dependencies."""
+    cols = [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join("" if v is None else str(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot_backend() -> None:
+    """Files only: never open a window from the command line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from allnet_lib import plots
+
+    plots.use_style()
+
+
+# ----------------------------------------------------------------------------------------------
+# allnet train
+# ----------------------------------------------------------------------------------------------
+
+
+def _register_train(subparsers) -> None:
+    from allnet_lib.profiles import MODEL_NAMES
+
+    parser = subparsers.add_parser(
+        "train", help="train one model on one split",
+        description="Train MODEL on a split of the data under a profile. The run folder keeps "
+                    "config.json, history.csv, best.keras and last.keras; a finished run with the "
+                    "same configuration is reused, an interrupted one resumed.")
+    parser.add_argument("--model", required=True, help="one of " + ", ".join(MODEL_NAMES))
+    _add_common(parser)
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="run folder (default: $ALLNET_RUNS/<profile>/<split>/<model>)")
+    parser.set_defaults(func=run_train)
+
+
+@user_errors
+def run_train(args) -> int:
+    from allnet_lib.compare import default_run_dir
+    from allnet_lib.train import train_model
+
+    profile = _profile(args)
+    model = _check_model(args.model, profile)
+    folder = _data_folder(args, profile)
+    split = _split(args, _table(folder))
+    run_dir = Path(args.out) if args.out else default_run_dir(model, split, profile)
+    print(f"training {model} · profile {profile.name} · split {split.name} · data {folder}")
+    result = train_model(model, split, profile, run_dir=run_dir, progress=not args.no_progress)
+    best = f", best epoch {result.best_epoch}" if result.best_epoch else ""
+    print(f"{'reused' if result.reused else 'trained'} {model}: {len(result.history)} epoch(s){best}, "
+          f"{result.seconds:.1f} s, {result.images_per_second:.1f} images/s")
+    print(f"run folder: {result.run_dir}")
+    print(f"next: allnet evaluate --run {result.run_dir}" + (f" --data {args.data}" if args.data else ""))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# allnet evaluate
+# ----------------------------------------------------------------------------------------------
+
+
+def _register_evaluate(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="evaluate a trained run on its split's test part",
+        description="Load RUN/best.keras, rebuild the split the run was trained on (checked by its "
+                    "manifest hash), evaluate on its test part, print the metrics with 95% "
+                    "subject-bootstrap intervals and write RUN/record.json.")
+    parser.add_argument("--run", required=True, metavar="DIR", help="a finished training run folder")
+    parser.add_argument("--data", metavar="DIR", default=None,
+                        help="data folder the run was trained on (default: as for train)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="evaluate again and replace an existing record.json")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run_evaluate)
+
+
+def _finished_run(run_dir: Path) -> dict:
+    """config.json of a finished run, or a UserError saying what is missing."""
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise UserError(f"{run_dir} is not a training run (no config.json); train one with "
+                        "`allnet train --model M --profile P`")
+    stored = json.loads(config_path.read_text())
+    if stored.get("status") != "finished" or not (run_dir / "best.keras").is_file():
+        raise UserError(f"the run in {run_dir} has not finished (status {stored.get('status')!r}); "
+                        "run the same `allnet train` command again to resume it")
+    return stored
+
+
+def _rebuild_split(stored: dict, table):
+    """The run's split, made again from the data and checked against the stored manifest hash."""
+    from allnet_lib.compare import make_split
+    from allnet_lib.split import manifest_hash
+
+    config = stored["config"]
+    name = str(config["split"])
+    method = name.split("-")[0]
+    if method not in SPLIT_METHODS:
+        raise UserError(f"the run's split {name!r} was not made by `allnet train`; evaluate it "
+                        "from Python with allnet_lib.evaluate.evaluate_model")
+    seed = re.search(r"-s(\d+)", name)
+    split = make_split(table, method, seed=int(seed.group(1)) if seed else 0)
+    if manifest_hash(split) != config.get("split_hash"):
+        raise UserError(f"the data does not reproduce the run's split {name!r} (different images); "
+                        "pass the data folder the run was trained on with --data")
+    return split
+
+
+@user_errors
+def run_evaluate(args) -> int:
+    from allnet_lib import evaluate
+    from allnet_lib.compare import RECORD_NAME, experiment_config
+    from allnet_lib.profiles import Profile
+
+    run_dir = Path(args.run).expanduser()
+    stored = _finished_run(run_dir)
+    config = stored["config"]
+    try:
+        profile = Profile(**config["profile"])
+    except TypeError as error:
+        raise UserError(f"{run_dir}/config.json was written by another version of allnet ({error}); "
+                        "train the run again") from error
+    model_name = config["model"]
+    folder = _data_folder(args, profile)
+    split = _rebuild_split(stored, _table(folder))
+    experiment = experiment_config(model_name, split, profile)
+    path = run_dir / RECORD_NAME
+    if path.exists() and not args.overwrite:
+        record = evaluate.load_record(path)
+        if record.get("config", {}).get("experiment") == experiment:
+            print(f"{path} already holds this run's evaluation (pass --overwrite to evaluate again):")
+            print(evaluate.format_metrics(record))
+            return 0
+        raise UserError(f"{path} holds the record of another experiment; pass --overwrite to replace it")
+    record = _evaluate_run(run_dir, stored, split, profile, experiment, progress=not args.no_progress)
+    evaluate.save_record(record, path, overwrite=args.overwrite)
+    print(f"{model_name} on the test part of {split.name} ({folder}):")
+    print(evaluate.format_metrics(record))
+    print(f"record: {path}")
+    return 0
+
+
+def _evaluate_run(run_dir, stored, split, profile, experiment, *, progress):
+    """Load best.keras and evaluate it; training facts come from the run's config.json."""
+    import keras
+
+    from allnet_lib import evaluate
+    from allnet_lib import models  # noqa: F401  (registers the custom layers for loading)
+    from allnet_lib.split import manifest_hash
+
+    config = stored["config"]
+    model = keras.saving.load_model(run_dir / "best.keras", compile=False)
+    record = evaluate.evaluate_model(
+        model, split.test, image_size=config["image_size"], crop=profile.crop, name=config["model"],
+        config={"experiment": experiment, "training": config}, split_name=split.name,
+        manifest_hash=manifest_hash(split.test), progress=progress)
+    record["evaluated_on"] = "test"
+    record["training"] = {
+        "seconds": stored.get("seconds"), "images_per_second": stored.get("images_per_second"),
+        "epochs": stored.get("epochs_run"), "best_epoch": stored.get("best_epoch"), "run_dir": str(run_dir),
+    }
+    return record
+
+
+# ----------------------------------------------------------------------------------------------
+# allnet compare
+# ----------------------------------------------------------------------------------------------
+
+
+def _register_compare(subparsers) -> None:
+    from allnet_lib.profiles import MODEL_NAMES
+
+    parser = subparsers.add_parser(
+        "compare", help="train and evaluate several models on one split; table and plots",
+        description="Train (or reuse) and evaluate each model on the same split, print a table "
+                    "with 95% subject-bootstrap intervals next to the 2019 report's Table 2, and "
+                    "write results.csv, results.md and PNG plots into --out. Models: "
+                    + ", ".join(MODEL_NAMES) + ".")
+    parser.add_argument("--models", default="all",
+                        help="'all' or comma-separated model names (default: %(default)s)")
+    _add_common(parser)
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="results folder, one run folder per model inside (default: "
+                             "$ALLNET_RUNS/<profile>/<split>)")
+    parser.add_argument("--no-reuse", action="store_true",
+                        help="retrain every model even when a finished record of the same "
+                             "configuration exists (replaces it)")
+    parser.set_defaults(func=run_compare)
+
+
+def _model_list(text: str, profile) -> list[str]:
+    from allnet_lib.models import list_models
+
+    names = list_models() if text.strip() == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UserError("--models is empty; give 'all' or names such as alexnet,proposed")
+    return [_check_model(name, profile) for name in names]
+
+
+@user_errors
+def run_compare(args) -> int:
+    from allnet_lib import compare, evaluate
+
+    profile = _profile(args)
+    models = _model_list(args.models, profile)
+    folder = _data_folder(args, profile)
+    split = _split(args, _table(folder))
+    out = Path(args.out) if args.out else paths.runs_root() / profile.name / split.name
+    print(f"comparing {', '.join(models)} · profile {profile.name} · split {split.name} · data {folder}")
+    table = compare.compare_models(models, split, profile, out_dir=out, reuse=not args.no_reuse,
+                                   progress=not args.no_progress)
+    readable = compare.format_results(table)
+    print()
+    print(readable.to_string(index=False))
+    print(f"\nreference column: {compare.REPORT_TABLE2_NOTE}")
+    records = [evaluate.load_record(p) for p in table["record_path"]]
+    notes = sorted({w for r in records if (w := (r["metrics"].get("ci") or {}).get("warning"))})
+    for note in notes:
+        print(f"note: {note}")
+    written = _write_compare_outputs(out, table, readable, records, notes, profile, split, folder)
+    print("wrote: " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _write_compare_outputs(out: Path, table, readable, records, notes, profile, split,
+                           folder) -> list[Path]:
+    """results.csv, results.md and the plots, all rebuilt from the records."""
+    from allnet_lib import compare, plots
+    from allnet_lib.train import read_history
+
+    _plot_backend()
+    csv = out / "results.csv"
+    _write_text(csv, table.to_csv(index=False))
+    md = _write_text(out / "results.md", (
+        f"# Model comparison\n\nProfile `{profile.name}`, split `{split.name}` "
+        f"({len(split.train)} train / {len(split.val)} val / {len(split.test)} test images), "
+        f"data `{folder}`.\n\n"
+        "Metrics in percent with 95% confidence intervals from a bootstrap over subjects; ALL is the "
+        f"positive class.\nReference column: {compare.REPORT_TABLE2_NOTE}.\n\n" + markdown_table(readable)
+        + "".join(f"\nNote: {note}.\n" for note in notes)))
+    written = [csv, md, _save_figure(plots.plot_results(table), out / "results.png"),
+               _save_figure(plots.plot_roc(records).figure, out / "roc.png")]
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(records), figsize=(4.2 * len(records), 3.8), squeeze=False)
+    for ax, record in zip(axes.flat, records):
+        plots.plot_confusion(record, ax=ax, title=record["name"])
+    fig.tight_layout()
+    written.append(_save_figure(fig, out / "confusion.png"))
+    histories = {r["name"]: read_history(Path(p).parent) for r, p in zip(records, table["record_path"])}
+    histories = {k: v for k, v in histories.items() if len(v)}
+    if histories:
+        written.append(_save_figure(plots.plot_history(histories), out / "history.png"))
+    return written
+
+
+# ----------------------------------------------------------------------------------------------
+# allnet leakage
+# ----------------------------------------------------------------------------------------------
+
+
+def _register_leakage(subparsers) -> None:
+    from allnet_lib.profiles import MODEL_NAMES
+
+    parser = subparsers.add_parser(
+        "leakage", help="how much a random image split overstates the score on new people",
+        description="Hold out some subjects; train MODEL on a random image-level split and on a "
+                    "subject-level split of the rest; evaluate both on their own test parts and "
+                    "on the held-out subjects. Prints the optimism gap of the image split and "
+                    "writes leakage.json, leakage.csv and leakage.png into --out.")
+    parser.add_argument("--model", required=True, help="one of " + ", ".join(MODEL_NAMES))
+    _add_common(parser, split=False, seed_help="seed of all three splits (default: 0)")
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="results folder (default: $ALLNET_RUNS/<profile>/leakage/<model>-s<seed>)")
+    parser.add_argument("--no-reuse", action="store_true", help="retrain both models")
+    parser.set_defaults(func=run_leakage)
+
+
+@user_errors
+def run_leakage(args) -> int:
+    from allnet_lib import compare, plots
+
+    profile = _profile(args)
+    model = _check_model(args.model, profile)
+    folder = _data_folder(args, profile)
+    table = _table(folder)
+    seed = 0 if args.seed is None else args.seed
+    out = Path(args.out) if args.out else compare._default_leakage_dir(model, profile, seed)
+    print(f"leakage experiment: {model} · profile {profile.name} · data {folder}")
+    result = compare.leakage_experiment(model, table, profile, out_dir=out, seed=seed,
+                                        reuse=not args.no_reuse, progress=not args.no_progress)
+    rows = compare.leakage_table(result)
+    shown = rows[["trained_on", "evaluated_on", "n_images", "n_subjects", "test_subjects_seen_in_training",
+                  "accuracy", "weighted_f1", "roc_auc", "subject_accuracy"]]
+    print()
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    gap = result["optimism_gap"]["accuracy"]
+    print(f"\noptimism gap of the image-level split (accuracy, own test minus held-out subjects): "
+          + ("n/a" if gap is None else f"{gap:+.3f}"))
+    _plot_backend()
+    written = [_write_text(out / "leakage.csv", rows.to_csv(index=False)),
+               _save_figure(plots.plot_leakage(result).figure, out / "leakage.png"),
+               out / compare.LEAKAGE_NAME]
+    print("wrote: " + ", ".join(str(p) for p in written))
+    return 0

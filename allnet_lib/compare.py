@@ -1,0 +1,508 @@
+"""Comparing models, the leakage experiment, and the 2019 report's numbers as references.
+
+:func:`compare_models` trains and evaluates several models on one split and keeps one result
+record per model in its run folder; running it again with the same configuration (profile, data
+manifest, model, seed) reuses the finished records instead of training again, and says so.
+
+:func:`leakage_experiment` measures what a random image-level split does to a score: the same
+model and budget trained on an image-level and on a subject-level split of the same data, each
+tested on its own test part *and* on subjects that neither model ever saw. The difference for the
+image-level split is its *optimism gap*: how much of its score came from recognising people.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pandas as pd
+
+from allnet_lib import evaluate
+from allnet_lib.labels import CLASSES
+
+#: The 2019 report's Table 2: test accuracy in percent, on a *random image-level* 80/20 split
+#: (cells of the same person in train and test), so not a score on new patients.
+REPORT_TABLE2: dict[str, float] = {
+    "alexnet": 81.62,
+    "vgg16": 84.8,
+    "resnet50": 84.77,
+    "inception_v3": 83.67,
+    "proposed": 93.02,
+}
+REPORT_TABLE2_NOTE = ("2019 report, Table 2: accuracy (%) on a random image-level 80/20 split that "
+                      "shares subjects between train and test")
+#: Column of :func:`results_table` holding REPORT_TABLE2 (as a fraction, like the other metrics).
+REFERENCE_COLUMN = "report_2019_accuracy_image_split"
+
+#: The report's printed confusion matrix and how to read it (see shared notes).
+REPORT_CONFUSION: dict[str, Any] = {
+    "matrix": [[1370, 77], [71, 603]],
+    "class_order": ("all", "hem"),  # Keras folder order of the report: all = 0, hem = 1
+    "rows": "true class",
+    "columns": "predicted class",
+    "matrix_hem_all": [[603, 71], [77, 1370]],  # the same numbers in this library's order
+    "printed": {"precision": "0.89%", "recall": "0.89%", "accuracy": "93.02%"},
+    "reading": (
+        "Rows are true classes and columns predictions, in folder order all = 0, hem = 1. The "
+        "printed precision and recall (0.89, fractions not percent) are for hem as the positive "
+        "class: 603/680 = 0.887 and 603/674 = 0.895. With ALL (the disease) as the positive class: "
+        "precision 1370/1441 = 0.951, recall (sensitivity) 1370/1447 = 0.947, specificity "
+        "603/674 = 0.895; accuracy 1973/2121 = 0.9302."
+    ),
+    "all_positive": {"precision": 1370 / 1441, "sensitivity": 1370 / 1447, "specificity": 603 / 674,
+                     "accuracy": 1973 / 2121},
+}
+
+RECORD_NAME = "record.json"
+DEFAULT_TEST_SIZE = 0.2
+DEFAULT_VAL_SIZE = 0.0
+SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "weighted_f1",
+                   "roc_auc", "subject_accuracy")
+TABLE_METRICS = ("accuracy", "sensitivity", "specificity", "weighted_f1", "roc_auc", "subject_accuracy")
+
+
+class ExperimentConflict(RuntimeError):
+    """A run folder already holds results of a different configuration."""
+
+
+# ----------------------------------------------------------------------------------------------
+# splits and configuration
+# ----------------------------------------------------------------------------------------------
+
+
+def make_split(table: pd.DataFrame, method: str, *, seed: int = 0, test_size: float = DEFAULT_TEST_SIZE,
+               val_size: float = DEFAULT_VAL_SIZE):
+    """The CLI's three splits by name: ``subject`` (whole people to one side), ``image`` (the
+    report's random image split) or ``fold`` (official folds: fold_2 is the test part).
+
+    Subject and image splits use the official training folds when the table has them (as
+    ``allnet split`` does), so the preliminary test set stays untouched for later."""
+    from allnet_lib import split as splits
+
+    if method in ("subject", "image"):
+        table = splits.training_rows(table)
+    if method == "subject":
+        return splits.subject_split(table, test_size=test_size, val_size=val_size, seed=seed)
+    if method == "image":
+        return splits.random_image_split(table, test_size=test_size, val_size=val_size, seed=seed)
+    if method == "fold":
+        return splits.fold_split(table, test_folds=("fold_2",))
+    raise ValueError(f"unknown split method {method!r}; use 'subject', 'image' or 'fold'")
+
+
+def experiment_config(model_name: str, split, profile) -> dict:
+    """What decides a result: model, profile settings, exactly which images, and the seed.
+
+    Two runs with equal configs are the same experiment, so a finished record can be reused.
+    """
+    from allnet_lib.split import manifest_hash
+
+    settings = profile.to_dict() if hasattr(profile, "to_dict") else dataclasses.asdict(profile)
+    return evaluate._jsonable({
+        "model": model_name,
+        "profile": settings,
+        "split": split.name,
+        "split_method": split.method,
+        "seed": split.seed,
+        "manifest_hash": manifest_hash(split),
+    })
+
+
+def default_run_dir(model_name: str, split, profile) -> Path:
+    """``runs_root()/<profile>/<split name>/<model>/`` as in DESIGN.md."""
+    from allnet_lib.paths import runs_root
+
+    return runs_root() / profile.name / split.name / model_name
+
+
+# ----------------------------------------------------------------------------------------------
+# one model: train, evaluate, record
+# ----------------------------------------------------------------------------------------------
+
+
+def _record_paths(run_dir: Path, extra_tests: Mapping[str, pd.DataFrame]) -> dict[str, Path]:
+    paths = {"test": run_dir / RECORD_NAME}
+    paths.update({name: run_dir / f"record_{name}.json" for name in extra_tests})
+    return paths
+
+
+def _finished(paths: Mapping[str, Path], config: dict) -> tuple[dict | None, str | None]:
+    """(records, None) when every record exists with this config; (None, why not) when one was
+    made with another config; (None, None) when some are missing (then the run is redone)."""
+    records = {}
+    for name, path in paths.items():
+        if path.exists():
+            record = evaluate.load_record(path)
+            found = record.get("config", {}).get("experiment")
+            if found != config:
+                return None, _difference(found or {}, config, path)
+            records[name] = record
+    return (records, None) if len(records) == len(paths) else (None, None)
+
+
+def _same_experiment(path: Path, config: dict) -> bool:
+    """Whether ``path`` holds a record of this very configuration (safe to refresh)."""
+    try:
+        return evaluate.load_record(path).get("config", {}).get("experiment") == config
+    except (OSError, ValueError):
+        return False
+
+
+def _difference(old: dict, new: dict, path: Path) -> str:
+    """A one-line account of how two experiment configs differ."""
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        if isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
+            keys += [f"{key}.{k}" for k in sorted(set(old[key]) | set(new[key]))
+                     if old[key].get(k) != new[key].get(k)]
+        elif old.get(key) != new.get(key):
+            keys.append(key)
+    return f"{path} was made with a different configuration (differs in: {', '.join(keys) or '?'})"
+
+
+def run_model(model_name: str, split, profile, run_dir=None, *, reuse: bool = True,
+              extra_tests: Mapping[str, pd.DataFrame] | None = None, progress: bool = True,
+              log=print) -> tuple[dict[str, dict], bool]:
+    """Train ``model_name`` on ``split`` (unless finished records exist) and evaluate it on
+    ``split.test`` and on every table of ``extra_tests``. Returns ``({name: record}, reused)``.
+
+    Records are written to ``run_dir/record.json`` and ``run_dir/record_<name>.json``. A folder
+    holding results of another configuration is never silently replaced: that raises
+    :class:`ExperimentConflict` unless ``reuse=False`` (retrain and replace, on purpose).
+    """
+    extra_tests = dict(extra_tests or {})
+    if len(split.test) == 0:
+        raise ValueError(f"split {split.name!r} has an empty test part: nothing to evaluate on")
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(model_name, split, profile)
+    config = experiment_config(model_name, split, profile)
+    paths = _record_paths(run_dir, extra_tests)
+    if reuse:
+        records, conflict = _finished(paths, config)
+        if records is not None:
+            log(f"{model_name}: reusing the finished record in {run_dir} (same profile, data "
+                "manifest, model and seed): not retrained. Use --no-reuse (reuse=False) to retrain.")
+            return records, True
+        if conflict:
+            raise ExperimentConflict(f"{conflict}. Choose another output folder, or retrain and "
+                                     "replace it with --no-reuse (reuse=False).")
+    action = "training" if reuse else "retraining from scratch (reuse off: any earlier run there is replaced)"
+    log(f"{model_name}: {action} (profile {profile.name}, split {split.name}, "
+        f"training part of {len(split.train)} images) in {run_dir}")
+    records = _train_and_evaluate(model_name, split, profile, run_dir, config, reuse, extra_tests,
+                                  progress, log)
+    for name, record in records.items():
+        path = paths[name]
+        refresh = path.exists() and _same_experiment(path, config)  # e.g. a run cut short before
+        evaluate.save_record(record, path, overwrite=not reuse or refresh)
+    return records, False
+
+
+def _train_and_evaluate(model_name, split, profile, run_dir, config, reuse, extra_tests, progress, log):
+    """Train once (or load a finished training run), evaluate on every test table, free memory."""
+    from allnet_lib.split import manifest_hash
+    from allnet_lib.train import train_model
+
+    # reuse=False replaces the run on purpose; otherwise a finished run is loaded, a stopped one resumed
+    result = train_model(model_name, split, profile, run_dir=run_dir, resume=True, overwrite=not reuse,
+                         progress=progress)
+    try:
+        if getattr(result, "reused", False):
+            log(f"{model_name}: training was already finished in {run_dir}: loaded best.keras, evaluating")
+        training = {
+            "seconds": result.seconds,
+            "images_per_second": result.images_per_second,
+            "epochs": int(len(result.history)),
+            "best_epoch": getattr(result, "best_epoch", None),
+            "run_dir": str(result.run_dir),
+        }
+        tests = {"test": split.test, **extra_tests}
+        records = {}
+        for name, table in tests.items():
+            record = evaluate.evaluate_model(
+                result.model, table, image_size=profile.image_size(model_name), crop=profile.crop,
+                batch_size=max(int(profile.batch_size), 64), name=model_name,
+                config={"experiment": config, "training": result.config},
+                split_name=split.name if name == "test" else f"{split.name}:{name}",
+                manifest_hash=manifest_hash(table), progress=progress)
+            record["evaluated_on"] = name
+            record["training"] = training
+            records[name] = record
+        return records
+    finally:
+        del result
+        _free_memory()
+
+
+def _free_memory() -> None:
+    """Drop Keras' global state and collect garbage, so the next model starts with free memory."""
+    try:
+        import keras
+
+        keras.backend.clear_session()
+    except Exception:  # noqa: BLE001 - freeing memory is best effort
+        pass
+    gc.collect()
+
+
+# ----------------------------------------------------------------------------------------------
+# comparing models
+# ----------------------------------------------------------------------------------------------
+
+
+def compare_models(model_names: Iterable[str], split, profile, *, out_dir=None, reuse: bool = True,
+                   progress: bool = True, log=print) -> pd.DataFrame:
+    """Train and evaluate each model on ``split`` and return :func:`results_table` of them.
+
+    Each model gets ``out_dir/<model>/`` (default ``runs_root()/<profile>/<split name>/<model>/``)
+    with its checkpoints and ``record.json``. Finished records of the same configuration are
+    reused (the ``reused`` column and the log say which) unless ``reuse=False``.
+    """
+    names = [str(n) for n in model_names]
+    if not names:
+        raise ValueError("compare_models: no model names given")
+    _check_model_names(names)
+    records, reused, where = [], [], []
+    for i, name in enumerate(names, 1):
+        log(f"[{i}/{len(names)}] {name}")
+        run_dir = Path(out_dir) / name if out_dir is not None else default_run_dir(name, split, profile)
+        recs, was_reused = run_model(name, split, profile, run_dir, reuse=reuse, progress=progress, log=log)
+        records.append(recs["test"])
+        reused.append(was_reused)
+        where.append(str(run_dir / RECORD_NAME))
+    table = results_table(records)
+    table["reused"] = reused
+    table["record_path"] = where
+    return table
+
+
+def _check_model_names(names: list[str]) -> None:
+    from allnet_lib.models import list_models
+
+    unknown = [n for n in names if n not in list_models()]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; valid names: {', '.join(list_models())}")
+
+
+def _as_record_list(records) -> list[dict]:
+    if isinstance(records, Mapping) and "metrics" in records:
+        return [records]
+    if isinstance(records, Mapping):
+        return list(records.values())
+    return list(records)
+
+
+def results_table(records) -> pd.DataFrame:
+    """One row per record: the headline metrics with 95 % CIs, subject-level accuracy, training
+    time and speed, and the 2019 report's Table 2 accuracy as a reference column
+    (:data:`REFERENCE_COLUMN`; measured on a random image split, so an upper bound in spirit).
+
+    All metrics are fractions in [0, 1]; missing values are NaN.
+    """
+    rows = []
+    for record in _as_record_list(records):
+        m = record["metrics"]
+        intervals = (m.get("ci") or {}).get("intervals") or {}
+        training = record.get("training") or {}
+        row = {"model": record["name"], "split": record.get("split"), "n_images": m["n_images"],
+               "n_subjects": m.get("n_subjects")}
+        for key in TABLE_METRICS:
+            ci = intervals.get(key) or (None, None)
+            row[key], row[f"{key}_ci_low"], row[f"{key}_ci_high"] = m.get(key), ci[0], ci[1]
+        row["train_seconds"] = training.get("seconds")
+        row["train_images_per_second"] = training.get("images_per_second")
+        row["eval_images_per_second"] = record.get("images_per_second")
+        reference = REPORT_TABLE2.get(record["name"])
+        row[REFERENCE_COLUMN] = reference / 100 if reference is not None else None
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        numeric = [c for c in table.columns if c not in ("model", "split")]
+        table[numeric] = table[numeric].apply(pd.to_numeric, errors="coerce")
+    table.attrs["reference_note"] = REPORT_TABLE2_NOTE
+    return table
+
+
+def format_results(table: pd.DataFrame) -> pd.DataFrame:
+    """``results_table`` for reading: percentages with CIs as text, seconds rounded."""
+    out = pd.DataFrame({"model": table["model"]})
+
+    def pct(v):
+        return "n/a" if pd.isna(v) else f"{100 * v:.1f}"
+
+    for key in TABLE_METRICS:
+        if key not in table:
+            continue
+        out[key.replace("_", " ")] = [
+            pct(v) + (f" [{pct(lo)}, {pct(hi)}]" if not pd.isna(lo) else "")
+            for v, lo, hi in zip(table[key], table[f"{key}_ci_low"], table[f"{key}_ci_high"])]
+    out["train s"] = table["train_seconds"].round(1)
+    out["train img/s"] = table["train_images_per_second"].round(1)
+    out["report 2019 acc. (image split)"] = [pct(v) for v in table[REFERENCE_COLUMN]]
+    if "reused" in table:
+        out["reused"] = table["reused"]
+    return out
+
+
+def load_records(out_dir, pattern: str = RECORD_NAME) -> list[dict]:
+    """Every result record under ``out_dir`` (recursively), in path order.
+
+    The default pattern finds each run's main record (its own test part); use
+    ``"record*.json"`` to include extra evaluations such as the leakage experiment's held-out set.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise FileNotFoundError(f"{out_dir} is not a folder; run `allnet compare` or compare_models first")
+    return [evaluate.load_record(p) for p in sorted(out_dir.rglob(pattern))]
+
+
+# ----------------------------------------------------------------------------------------------
+# the leakage experiment
+# ----------------------------------------------------------------------------------------------
+
+LEAKAGE_NAME = "leakage.json"
+LEAKAGE_MIN_SUBJECTS = 4
+LEAKAGE_VAL_SIZE = 0.15  # both splits get their own validation part: picking the epoch is part of the method
+TRAINED_ON = {"image": "image-level split", "subject": "subject-level split"}
+EVALUATED_ON = {"test": "own test part", "heldout": "held-out subjects"}
+
+
+def leakage_experiment(model_name: str, table: pd.DataFrame, profile, *, out_dir=None, seed: int = 0,
+                       heldout_size: float = 0.2, test_size: float = DEFAULT_TEST_SIZE,
+                       val_size: float = LEAKAGE_VAL_SIZE, reuse: bool = True, progress: bool = True,
+                       log=print) -> dict:
+    """Does a random image-level split overstate performance on new people, and by how much?
+
+    1. Carve out ``heldout_size`` of the images as whole subjects that no model will see.
+    2. Split the rest twice into train, validation and test: (a) randomly by image, as the 2019
+       report did, so the same people appear on every side; (b) by subject.
+    3. Train the same model with the same profile on each, and evaluate each on its own test part
+       and on the held-out subjects.
+
+    The image-level split's own-test score minus its held-out score is the *optimism gap*. The
+    result dict (also written to ``out_dir/leakage.json``) holds the numbers with subject-level
+    bootstrap CIs; records go to ``out_dir/{image,subject}/``. Reuse works as in compare_models.
+    """
+    from allnet_lib import split as splits
+
+    _check_model_names([model_name])
+    table = splits.training_rows(table)
+    _check_leakage_subjects(table)
+    try:
+        outer = splits.subject_split(table, test_size=heldout_size, seed=seed)
+        heldout = outer.test
+        rest = pd.concat([outer.train, outer.val], ignore_index=True)
+        made = {
+            "image": splits.random_image_split(rest, test_size=test_size, val_size=val_size, seed=seed),
+            "subject": splits.subject_split(rest, test_size=test_size, val_size=val_size, seed=seed),
+        }
+    except ValueError as error:
+        raise ValueError(f"cannot make the leakage experiment's splits (held-out subjects, then "
+                         f"train/val/test of the rest): {error}") from error
+    out_dir = Path(out_dir) if out_dir is not None else _default_leakage_dir(model_name, profile, seed)
+    result = {
+        "model": model_name, "profile": profile.name, "seed": seed,
+        "note": ("optimism_gap = (image-level split, own test) - (image-level split, held-out "
+                 "subjects): how much of the image split's score came from people seen in training"),
+        "heldout": {"subjects": sorted(set(heldout["subject"].astype(str))), "n_images": len(heldout),
+                    "counts": {c: int((heldout["label"] == c).sum()) for c in CLASSES},
+                    "manifest_hash": splits.manifest_hash(heldout)},
+        "splits": {}, "results": {}, "records": {}, "reused": {},
+    }
+    for kind, split in made.items():
+        log(f"leakage experiment: {TRAINED_ON[kind]} ({split.name})")
+        recs, was_reused = run_model(model_name, split, profile, out_dir / kind, reuse=reuse,
+                                     extra_tests={"heldout": heldout}, progress=progress, log=log)
+        result["splits"][kind] = _split_facts(split)
+        result["results"][kind] = {k: _summary(r["metrics"]) for k, r in recs.items()}
+        where = _record_paths(out_dir / kind, {"heldout": None})
+        result["records"][kind] = {k: str(p) for k, p in where.items()}
+        result["reused"][kind] = was_reused
+    result["optimism_gap"] = _gap(result["results"]["image"])
+    result["subject_split_gap"] = _gap(result["results"]["subject"])
+    result = evaluate._jsonable(result)
+    _write_json(out_dir / LEAKAGE_NAME, result)
+    return result
+
+
+def _check_leakage_subjects(table: pd.DataFrame) -> None:
+    """Fail before any training when the data has too few people for four subject-disjoint groups."""
+    counts = table.groupby("label")["subject"].nunique()
+    short = {c: int(counts.get(c, 0)) for c in CLASSES if counts.get(c, 0) < LEAKAGE_MIN_SUBJECTS}
+    if short:
+        raise ValueError(
+            f"the leakage experiment needs at least {LEAKAGE_MIN_SUBJECTS} subjects of each class "
+            "(held-out, test, validation and training people must differ), but the data has "
+            f"{short}. Use the real data or a larger demo set (`allnet demo-data --n-images 1200` "
+            "or more).")
+
+
+def _default_leakage_dir(model_name: str, profile, seed: int) -> Path:
+    from allnet_lib.paths import runs_root
+
+    return runs_root() / profile.name / "leakage" / f"{model_name}-s{seed}"
+
+
+def _split_facts(split) -> dict:
+    """Sizes, and how many test subjects the model also saw in training (the leak)."""
+    train_subjects = set(split.train["subject"].astype(str)) | set(split.val["subject"].astype(str))
+    test_subjects = set(split.test["subject"].astype(str))
+    return {"name": split.name, "n_train": len(split.train), "n_val": len(split.val),
+            "n_test": len(split.test), "test_subjects": len(test_subjects),
+            "test_subjects_seen_in_training": len(test_subjects & train_subjects)}
+
+
+def _summary(metrics: dict) -> dict:
+    """The headline numbers of a metrics dict, each with its CI."""
+    intervals = (metrics.get("ci") or {}).get("intervals") or {}
+    out = {"n_images": metrics["n_images"], "n_subjects": metrics.get("n_subjects")}
+    for key in SUMMARY_METRICS:
+        out[key] = metrics.get(key)
+        out[f"{key}_ci"] = intervals.get(key)
+    return out
+
+
+def _gap(results: dict) -> dict:
+    """Own-test score minus held-out score, per metric (None where either is undefined)."""
+    own, held = results["test"], results["heldout"]
+    return {k: (own[k] - held[k] if own[k] is not None and held[k] is not None else None)
+            for k in SUMMARY_METRICS}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Atomic write of a summary derived from the records (recomputed on every run)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def load_leakage(out_dir) -> dict:
+    """Read a leakage experiment's ``leakage.json``."""
+    path = Path(out_dir) / LEAKAGE_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no {LEAKAGE_NAME} in {out_dir}; run `allnet leakage` first")
+    return json.loads(path.read_text())
+
+
+def leakage_table(result: dict) -> pd.DataFrame:
+    """The leakage experiment as rows (trained on x evaluated on) with CIs, for tables and plots."""
+    rows = []
+    for kind, by_test in result["results"].items():
+        facts = result["splits"][kind]
+        for test, s in by_test.items():
+            row = {"trained_on": TRAINED_ON.get(kind, kind), "evaluated_on": EVALUATED_ON.get(test, test),
+                   "n_images": s["n_images"], "n_subjects": s["n_subjects"],
+                   "test_subjects_seen_in_training": (facts["test_subjects_seen_in_training"]
+                                                      if test == "test" else 0)}
+            for key in SUMMARY_METRICS:
+                ci = s.get(f"{key}_ci") or (None, None)
+                row[key], row[f"{key}_ci_low"], row[f"{key}_ci_high"] = s.get(key), ci[0], ci[1]
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    numeric = [c for c in table.columns if c not in ("trained_on", "evaluated_on")]
+    table[numeric] = table[numeric].apply(pd.to_numeric, errors="coerce")
+    return table
