@@ -1,0 +1,582 @@
+"""The built-in demo dataset: synthetic, C-NMC-like cell images that anyone can generate offline.
+
+Why it exists: the real C-NMC 2019 data is about 10 GB behind a download that needs an account
+or a mirror, and a course whose chapters only run after that download is a course few people
+run. The demo set lets every chapter execute on any laptop (and in CI) in minutes, with the same
+folder layout, file names and quirks as the real data, so the *same code* runs on both.
+
+What it copies from the real data, on purpose (read :data:`DEMO_DESCRIPTION`):
+
+- layout and names: ``C-NMC_training_data/fold_N/{all,hem}/UID_<subject>_<image>_<cell>_<label>.bmp``
+  with one normal subject written lowercase (``h3``) as in the real data;
+- one segmented cell per image on a pure black background, 450x450, the cell entirely inside the
+  central 400x400 region (so the report's border crop loses nothing);
+- blasts (``all``) and normal cells (``hem``) that differ the way they do under the microscope,
+  with overlapping distributions, so a CNN can learn the task but not perfectly;
+- subjects with their own stain, brightness and cell size, so that an image-level random split
+  leaks subject identity into the test set (the lesson of the leakage chapter);
+- about two ALL images for every normal one, skewed images-per-subject counts, three
+  subject-disjoint folds.
+
+Every image is seeded from ``(seed, subject, image index)``, so the output does not depend on the
+number of worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from allnet_lib.crop import scaled_crop_size  # noqa: F401  (re-exported: the demo's crop rule)
+from allnet_lib.paths import demo_dir
+
+if TYPE_CHECKING:  # pandas is imported where it is used: render workers start faster without it
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+DEMO_VERSION = 1  # bump whenever the generated images change, so old sets are not reused
+MANIFEST_NAME = "demo_manifest.json"
+TRAINING_DIR = "C-NMC_training_data"
+N_FOLDS = 3
+REFERENCE_SIZE = 450  # the real training images are 450x450
+REFERENCE_CROP = 400  # the report's centre crop
+SUPPORTED_EXTS = ("bmp", "png", "tif", "jpg")
+
+DEMO_DESCRIPTION = """\
+The allnet demo dataset is SYNTHETIC. Its images are drawn by a small program
+(allnet_lib.demo), not photographed: no patient, no microscope, no medical meaning. It exists
+so that every chapter runs offline in minutes, and it is designed to teach the same lessons as
+the real C-NMC 2019 data:
+
+* Same layout and file names as the real training set (C-NMC_training_data/fold_N/{all,hem}/
+  UID_<subject>_<image>_<cell>_<label>.bmp), including a normal subject written lowercase
+  ('h3'), so the code that reads the demo set reads the real one unchanged.
+* One segmented cell per 450x450 image on a pure black background, always inside the central
+  400x400 region, so the report's 450 -> 400 border crop is lossless.
+* Leukemic blasts ('all') are drawn larger, with a larger nucleus for their cytoplasm, fine open
+  chromatin, visible nucleoli and an irregular outline; normal cells ('hem') smaller, rounder,
+  with dark clumped chromatin and a thin rim of cytoplasm. Every feature overlaps between the
+  classes, so a small CNN learns the task well but not perfectly on unseen subjects.
+* Each subject (person) has its own stain colour, brightness and cell size, and belongs to one
+  class. A random image-level split therefore puts the same subjects in training and test, and a
+  model can score higher by recognising the subject instead of the cell: the leakage the real
+  data suffers from, reproduced on purpose.
+* About two ALL images per normal one, a skewed number of images per subject, and three
+  subject-disjoint folds, as in the real data.
+Numbers measured on the demo set say how the code behaves, not how well a model detects leukemia.
+"""
+
+# Class-level appearance, in units of a 450-pixel image. Means differ, spreads overlap.
+CLASS_PARAMS = {
+    "all": dict(
+        radius=(98.0, 0.13),  # cell radius: mean px, log-normal spread
+        nucleus_fraction=(0.83, 0.055),  # nucleus radius / cell radius (N:C ratio)
+        contour=(0.055, 0.025),  # outline irregularity (harmonic amplitude)
+        nucleus_contour=(0.05, 0.025),
+        cleft=0.35,  # probability of an indented (cleft) nucleus
+        nucleus_density=(0.92, 0.10),  # stain density of the nucleus (darkness)
+        fine=(0.14, 0.04),  # fine (open) chromatin texture amplitude
+        coarse=(0.07, 0.04),  # coarse (clumped) chromatin texture amplitude
+        nucleoli=1.5,  # mean number of visible nucleoli (Poisson)
+        cytoplasm_density=(0.85, 0.12),
+    ),
+    "hem": dict(
+        radius=(84.0, 0.13),
+        nucleus_fraction=(0.77, 0.06),
+        contour=(0.03, 0.018),
+        nucleus_contour=(0.03, 0.015),
+        cleft=0.10,
+        nucleus_density=(1.08, 0.10),
+        fine=(0.08, 0.04),
+        coarse=(0.17, 0.05),
+        nucleoli=0.25,
+        cytoplasm_density=(0.95, 0.12),
+    ),
+}
+
+# Optical densities (Beer-Lambert) of the two "stains": a purple-blue nuclear stain and a paler
+# lilac cytoplasm. Intensity = white * exp(-OD * density): no stain -> white, more -> darker.
+NUCLEUS_OD = np.array([0.95, 1.15, 0.42])
+CYTOPLASM_OD = np.array([0.36, 0.46, 0.16])
+_ANGLES = 1024  # resolution of the outline lookup tables
+_HARMONICS = np.arange(2, 7)
+
+
+@dataclass(frozen=True)
+class SubjectStyle:
+    """What makes one subject's images recognisable: stain, brightness, cell size."""
+
+    subject: str = "neutral"
+    label: str = "all"
+    size_scale: float = 1.0
+    brightness: float = 0.96
+    stain_density: float = 1.0
+    nucleus_od: tuple = tuple(NUCLEUS_OD)
+    cytoplasm_od: tuple = tuple(CYTOPLASM_OD)
+
+
+# How much subjects differ (standard deviations, log scale for the factors). These are what make
+# a random image split leak: strong enough that a CNN can recognise a subject by its look.
+SUBJECT_VARIATION = dict(tint=0.14, nucleus_tint=0.05, cytoplasm_tint=0.08, size=0.10, brightness=0.05, density=0.10)
+
+
+def make_subject_style(rng: np.random.Generator, subject: str, label: str) -> SubjectStyle:
+    """Draw a subject's look; offsets are strong enough that a model can recognise the subject."""
+    v = SUBJECT_VARIATION
+    tint = np.exp(rng.normal(0.0, v["tint"], size=3))  # per-channel tint of both stains
+    return SubjectStyle(
+        subject=subject,
+        label=label,
+        size_scale=float(np.exp(rng.normal(0.0, v["size"]))),
+        brightness=float(np.clip(rng.normal(0.95, v["brightness"]), 0.82, 1.05)),
+        stain_density=float(np.exp(rng.normal(0.0, v["density"]))),
+        nucleus_od=tuple(float(x) for x in NUCLEUS_OD * tint * np.exp(rng.normal(0, v["nucleus_tint"], 3))),
+        cytoplasm_od=tuple(float(x) for x in CYTOPLASM_OD * tint * np.exp(rng.normal(0, v["cytoplasm_tint"], 3))),
+    )
+
+
+def _normal(rng: np.random.Generator, mean_sd: tuple, low: float = 0.0, high: float = np.inf) -> float:
+    mean, sd = mean_sd
+    return float(np.clip(rng.normal(mean, sd), low, high))
+
+
+def _outline(rng: np.random.Generator, irregularity: float, cleft: float = 0.0) -> np.ndarray:
+    """Radius factor around the circle (a lookup table over angle): random harmonics + a notch."""
+    theta = np.linspace(-np.pi, np.pi, _ANGLES, endpoint=False)
+    amps = irregularity * rng.normal(size=_HARMONICS.size) / np.sqrt(_HARMONICS.size)
+    phases = rng.uniform(0, 2 * np.pi, size=_HARMONICS.size)
+    factor = 1.0 + (amps[:, None] * np.cos(_HARMONICS[:, None] * theta + phases[:, None])).sum(0)
+    if cleft > 0:
+        where = rng.uniform(-np.pi, np.pi)
+        gap = np.angle(np.exp(1j * (theta - where)))
+        factor -= cleft * np.exp(-((gap / 0.35) ** 2))
+    return np.clip(factor, 0.55, 1.6).astype(np.float32)
+
+
+def _polar(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float):
+    """Distance and lookup-table index of the angle, around (cy, cx)."""
+    dy, dx = yy - cy, xx - cx
+    r = np.hypot(dy, dx)
+    idx = ((np.arctan2(dy, dx) + np.pi) * (_ANGLES / (2 * np.pi))).astype(np.int32) % _ANGLES
+    return r, idx
+
+
+def _unit_noise(noise: np.ndarray, sigma: float) -> np.ndarray:
+    """Smoothed white noise scaled to unit standard deviation (a texture of grain ``sigma``)."""
+    field = ndimage.gaussian_filter(noise, sigma=max(sigma, 0.3), truncate=3.0)
+    return field / (field.std() + 1e-8)
+
+
+def _add_nucleolus(rng, chromatin, y0, x0, ny, nx, nuc_radius, s) -> None:
+    """Lighten a small round spot with a dark rim inside the nucleus (in place, local window)."""
+    ang, dist = rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.55) * nuc_radius
+    rad = rng.uniform(4.0, 8.0) * s + 0.4
+    py, px = ny + dist * math.sin(ang) - y0, nx + dist * math.cos(ang) - x0
+    reach = rad + 3 * (0.8 * s + 0.4) + 1
+    ya, yb = max(int(py - reach), 0), min(int(py + reach) + 1, chromatin.shape[0])
+    xa, xb = max(int(px - reach), 0), min(int(px + reach) + 1, chromatin.shape[1])
+    if ya >= yb or xa >= xb:
+        return
+    yy, xx = np.ogrid[ya:yb, xa:xb]
+    d = np.hypot(yy - py, xx - px).astype(np.float32)
+    window = chromatin[ya:yb, xa:xb]
+    window *= 1 - 0.45 * np.clip(rad - d + 0.5, 0, 1)
+    window += 0.15 * np.exp(-np.square((d - rad) / (0.8 * s + 0.4)))
+
+
+def _safe_window(image_size: int) -> tuple[int, int]:
+    """First and last pixel a cell may touch so the centre crop keeps all of it (1px slack)."""
+    crop = scaled_crop_size(image_size)
+    start = (image_size - crop) // 2
+    return start + 1, start + crop - 2
+
+
+def render_cell(
+    rng: np.random.Generator,
+    label: str,
+    subject_style: SubjectStyle | None = None,
+    image_size: int = REFERENCE_SIZE,
+) -> np.ndarray:
+    """Draw one synthetic segmented cell: uint8 (image_size, image_size, 3), black background.
+
+    ``label`` is ``"all"`` (blast) or ``"hem"`` (normal); ``subject_style`` gives the subject's
+    stain, brightness and size (a neutral style when None). The same generator state gives the
+    same image. The cell always lies inside the central 400/450 of the image.
+    """
+    if label not in CLASS_PARAMS:
+        raise ValueError(f"render_cell: unknown label {label!r}; expected 'all' or 'hem'")
+    if image_size < 16:
+        raise ValueError(f"render_cell: image_size={image_size} is too small; use 16 or more")
+    p = CLASS_PARAMS[label]
+    style = subject_style or SubjectStyle(label=label)
+    s = image_size / REFERENCE_SIZE
+
+    # Shape: cell outline, nucleus size, position and outline (all in pixels of this image).
+    radius = p["radius"][0] * style.size_scale * math.exp(rng.normal(0, p["radius"][1])) * s
+    cell_outline = _outline(rng, _normal(rng, p["contour"], 0.0, 0.2))
+    frac = _normal(rng, p["nucleus_fraction"], 0.55, 0.95)
+    cleft = rng.uniform(0.08, 0.25) if rng.random() < p["cleft"] else 0.0
+    nuc_outline = _outline(rng, _normal(rng, p["nucleus_contour"], 0.0, 0.15), cleft)
+    low, high = _safe_window(image_size)
+    max_half = (high - low) / 2 - 1.5
+    extent = radius * cell_outline.max() + 0.5
+    if extent > max_half:  # shrink rather than cut: the crop must stay lossless
+        radius *= max_half / extent
+        extent = max_half
+    slack = (high - low) / 2 - extent - 1.0
+    centre = (low + high) / 2 + rng.uniform(-slack, slack, size=2) * 0.6
+    cy, cx = float(centre[0]), float(centre[1])
+    nuc_radius = radius * frac
+    nuc_shift = rng.uniform(0, 0.8) * (radius - nuc_radius)
+    nuc_dir = rng.uniform(0, 2 * np.pi)
+    ny, nx = cy + nuc_shift * math.sin(nuc_dir), cx + nuc_shift * math.cos(nuc_dir)
+
+    # Work only in the cell's bounding box.
+    y0, y1 = max(int(math.floor(cy - extent)) - 1, low), min(int(math.ceil(cy + extent)) + 1, high)
+    x0, x1 = max(int(math.floor(cx - extent)) - 1, low), min(int(math.ceil(cx + extent)) + 1, high)
+    yy, xx = np.ogrid[y0 : y1 + 1, x0 : x1 + 1]
+    yy, xx = yy.astype(np.float32), xx.astype(np.float32)
+    r, idx = _polar(yy, xx, cy, cx)
+    cell_alpha = np.clip(np.float32(radius) * cell_outline[idx] - r + 0.5, 0.0, 1.0)
+    rn, nidx = _polar(yy, xx, ny, nx)
+    nuc_edge = np.float32(nuc_radius) * nuc_outline[nidx] - rn
+    nuc_alpha = np.clip(nuc_edge + 0.5, 0.0, 1.0) * cell_alpha
+
+    # Texture: fine open chromatin vs coarse clumps; nucleoli; a slightly darker membrane.
+    noise = rng.standard_normal(r.shape, dtype=np.float32)
+    fine = _unit_noise(noise, 1.1 * s)
+    coarse = _unit_noise(noise, 4.0 * s)
+    f32 = np.float32
+    chromatin = f32(_normal(rng, p["nucleus_density"], 0.6, 1.5)) * (
+        1 + f32(_normal(rng, p["fine"], 0, 0.4)) * fine + f32(_normal(rng, p["coarse"], 0, 0.5)) * coarse
+    ) + f32(0.18) * np.exp(-np.square(nuc_edge * f32(1 / (2.5 * s + 0.5))))
+    for _ in range(int(rng.poisson(p["nucleoli"]))):
+        _add_nucleolus(rng, chromatin, y0, x0, ny, nx, nuc_radius, s)
+    cytoplasm = f32(_normal(rng, p["cytoplasm_density"], 0.4, 1.5)) * (1 + f32(0.08) * fine)
+
+    # Colour: Beer-Lambert mix of the two stains, then black outside the cell.
+    density = f32(style.stain_density)
+    cyto_w = (cell_alpha - nuc_alpha) * cytoplasm * density
+    nuc_w = nuc_alpha * np.maximum(chromatin, f32(0.05)) * density
+    od = (
+        cyto_w[..., None] * np.asarray(style.cytoplasm_od, f32)
+        + nuc_w[..., None] * np.asarray(style.nucleus_od, f32)
+    )
+    white = f32(255.0 * style.brightness * rng.normal(1.0, 0.03))
+    rgb = np.exp(-od)
+    rgb *= (white * cell_alpha)[..., None]
+    rgb += rng.standard_normal(rgb.shape, dtype=f32) * f32(1.5) * (cell_alpha > 0)[..., None]
+    image = np.zeros((image_size, image_size, 3), np.uint8)
+    image[y0 : y1 + 1, x0 : x1 + 1] = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    return image
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+def _subject_rng(seed: int, subject_index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, 0, subject_index])
+
+
+def _cell_rng(seed: int, subject_index: int, k: int) -> np.random.Generator:
+    return np.random.default_rng([seed, 1, subject_index, k])
+
+
+def _apportion(total: int, weights: np.ndarray, minimum: int) -> np.ndarray:
+    """Split ``total`` into integer parts proportional to ``weights``, each at least ``minimum``."""
+    minimum = min(minimum, total // len(weights))
+    free = total - minimum * len(weights)
+    raw = weights / weights.sum() * free
+    parts = np.floor(raw).astype(int)
+    order = np.argsort(-(raw - parts), kind="stable")
+    parts[order[: free - parts.sum()]] += 1
+    return parts + minimum
+
+
+def _assign_folds(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Subject-disjoint folds with similar image counts: each fold gets at least one subject,
+    then the largest remaining subject goes to the fold with the fewest images (ties at random)."""
+    order = rng.permutation(len(counts))
+    folds = np.empty(len(counts), int)
+    load = np.zeros(N_FOLDS)
+    folds[order[:N_FOLDS]] = np.arange(N_FOLDS)
+    load[np.arange(N_FOLDS)] = counts[order[:N_FOLDS]]
+    rest = order[N_FOLDS:]
+    for j in rest[np.argsort(-counts[rest], kind="stable")]:
+        fold = int(np.argmin(load + rng.uniform(0, 1e-3, N_FOLDS)))
+        folds[j] = fold
+        load[fold] += counts[j]
+    return folds
+
+
+def _n_subjects(n_images: int) -> tuple[int, int]:
+    """ALL and HEM subject counts: 16 + 8 by default, fewer (at least 6 + 3) for tiny sets."""
+    total = int(np.clip(n_images // 75, 9, 24))
+    n_hem = max(3, round(total / 3))
+    return total - n_hem, n_hem
+
+
+def plan_demo_dataset(n_images: int = 1800, seed: int = 0) -> pd.DataFrame:
+    """One row per image the generator will write: subject, label, fold, image, cell, filename.
+
+    Depends only on ``n_images`` and ``seed``. Columns ``subject_index`` and ``k`` (the image's
+    index within its subject) are what seeds each image.
+    """
+    if int(n_images) != n_images or n_images < 9:
+        raise ValueError(
+            f"make_demo_dataset: n_images={n_images!r} is too small; the demo needs at least 9 "
+            "images (3 folds, both classes in each)"
+        )
+    n_images = int(n_images)
+    n_all_subj, n_hem_subj = _n_subjects(n_images)
+    n_all = int(round(n_images * 2 / 3))
+    plan_rng = np.random.default_rng([seed, 2])
+    rows = []
+    index = 0
+    for label, n_subj, n_cls in (("all", n_all_subj, n_all), ("hem", n_hem_subj, n_images - n_all)):
+        counts = _apportion(n_cls, plan_rng.lognormal(0.0, 0.8, size=n_subj), minimum=2)
+        folds = _assign_folds(counts, plan_rng)
+        for j in range(n_subj):
+            number = j + 1
+            subject = str(number) if label == "all" else f"H{number}"
+            written = "h3" if subject == "H3" else subject  # the real data's lowercase subject
+            rng = _subject_rng(seed, index)
+            image_no, cell_no = 1, 1
+            for k in range(int(counts[j])):
+                rows.append(
+                    dict(
+                        subject=subject,
+                        label=label,
+                        fold=f"fold_{folds[j]}",
+                        image=image_no,
+                        cell=cell_no,
+                        filename=f"UID_{written}_{image_no}_{cell_no}_{label}",
+                        subject_index=index,
+                        k=k,
+                    )
+                )
+                if cell_no < 3 and rng.random() < 0.35:  # several cells from one microscope image
+                    cell_no += 1
+                else:
+                    image_no, cell_no = image_no + 1 + int(rng.integers(0, 2)), 1
+            index += 1
+    import pandas as pd
+
+    return pd.DataFrame(rows)
+
+
+def subject_styles(plan: pd.DataFrame, seed: int = 0) -> dict[str, SubjectStyle]:
+    """The style of every subject in a plan (from ``plan_demo_dataset``)."""
+    first = plan.drop_duplicates("subject")
+    return {
+        row.subject: make_subject_style(_subject_rng(seed, 10_000 + row.subject_index), row.subject, row.label)
+        for row in first.itertuples()
+    }
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _write_image(image: np.ndarray, path: Path, ext: str) -> None:
+    options = {"compress_level": 1} if ext == "png" else {"quality": 95} if ext == "jpg" else {}
+    Image.fromarray(image).save(path, **options)
+
+
+def _render_task(task: tuple) -> None:
+    """Worker: render one planned image and write it (module level so it pickles)."""
+    seed, subject_index, k, label, style, image_size, path, ext = task
+    _write_image(render_cell(_cell_rng(seed, subject_index, k), label, style, image_size), Path(path), ext)
+
+
+def _read_manifest(out_dir: Path) -> dict | None:
+    path = out_dir / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"{path}: unreadable demo manifest ({exc}). If {out_dir} is a generated demo set, "
+            "delete it and generate it again"
+        ) from exc
+
+
+def _count_images(out_dir: Path, ext: str) -> int:
+    return sum(1 for _ in (out_dir / TRAINING_DIR).rglob(f"*.{ext}"))
+
+
+def _mp_context():
+    """``fork`` (fast start) when it is safe, else ``spawn``: forking a process that runs
+    threads (TensorFlow, JAX, PyTorch pools) can deadlock the children."""
+    import sys
+    import threading
+
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and t.name != "tqdm_monitor"]
+    threaded = bool(others) or any(m in sys.modules for m in ("tensorflow", "jax", "torch"))
+    if threaded or sys.platform != "linux":
+        return get_context("spawn")
+    return get_context("fork")
+
+
+def _default_workers(n_images: int) -> int:
+    if n_images < 200:
+        return 1  # process start-up costs more than it saves
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def make_demo_dataset(
+    out_dir: str | os.PathLike | None = None,
+    *,
+    n_images: int = 1800,
+    image_size: int = REFERENCE_SIZE,
+    seed: int = 0,
+    ext: str = "bmp",
+    overwrite: bool = False,
+    progress: bool = True,
+    workers: int | None = None,
+) -> Path:
+    """Write the synthetic C-NMC-like demo set to ``out_dir`` (default ``paths.demo_dir()``).
+
+    Layout: ``out_dir/C-NMC_training_data/fold_N/{all,hem}/UID_<subject>_<image>_<cell>_<label>.<ext>``
+    plus ``out_dir/demo_manifest.json`` (parameters, counts, subjects). Returns ``out_dir``.
+
+    If the same dataset (same parameters) is already there, returns at once. Another dataset in
+    ``out_dir`` is replaced only with ``overwrite=True``, and only if it is a demo set (a folder
+    without a demo manifest is never deleted). Output is written to a temporary sibling folder and
+    renamed at the end, so an interrupted run leaves nothing half-written in ``out_dir``.
+    ``workers`` processes render in parallel (default: all cores for 200+ images); the images do
+    not depend on it. ``ext`` is bmp (as C-NMC), png or tif (lossless), or jpg (lossy: the black
+    background is then no longer exactly 0). See :data:`DEMO_DESCRIPTION` for what the data is.
+    """
+    out_dir = Path(out_dir if out_dir is not None else demo_dir()).expanduser().absolute()
+    ext = ext.lower().lstrip(".")
+    ext = {"jpeg": "jpg", "tiff": "tif"}.get(ext, ext)
+    if ext not in SUPPORTED_EXTS:
+        raise ValueError(f"make_demo_dataset: ext={ext!r} is not supported; use one of {SUPPORTED_EXTS}")
+    if int(image_size) != image_size or image_size < 32:
+        raise ValueError(f"make_demo_dataset: image_size={image_size!r}; use an integer of 32 or more")
+    params = dict(version=DEMO_VERSION, n_images=int(n_images), image_size=int(image_size), seed=int(seed), ext=ext)
+    plan = plan_demo_dataset(n_images, seed)  # validates n_images
+
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise FileExistsError(f"{out_dir} is a file, not a folder; choose another out_dir for the demo set")
+        manifest = _read_manifest(out_dir)
+        if manifest is not None and manifest.get("params") == params:
+            found = _count_images(out_dir, ext)
+            if found == manifest.get("n_files"):
+                log.info("demo dataset already present at %s", out_dir)
+                return out_dir
+            if not overwrite:
+                raise FileExistsError(
+                    f"{out_dir}: the demo dataset is incomplete ({found} of {manifest.get('n_files')} "
+                    "images); pass overwrite=True to regenerate it"
+                )
+        elif any(out_dir.iterdir()):
+            if manifest is None:
+                raise FileExistsError(
+                    f"{out_dir} is not empty and holds no {MANIFEST_NAME}, so it is not a demo "
+                    "dataset; it is never deleted automatically. Choose another out_dir or empty it."
+                )
+            if not overwrite:
+                raise FileExistsError(
+                    f"{out_dir} already holds a demo dataset with other parameters "
+                    f"({manifest.get('params')}); pass overwrite=True to replace it, or choose another out_dir"
+                )
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        started = time.perf_counter()
+        _generate(tmp, plan, params, progress=progress, workers=workers)
+        log.info("demo dataset: %d images in %.1f s", len(plan), time.perf_counter() - started)
+        _replace_dir(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def _generate(tmp: Path, plan: pd.DataFrame, params: dict, *, progress: bool, workers: int | None) -> None:
+    """Render every planned image into ``tmp`` and write the manifest last."""
+    from tqdm.auto import tqdm
+
+    ext, size, seed = params["ext"], params["image_size"], params["seed"]
+    styles = subject_styles(plan, seed)
+    root = tmp / TRAINING_DIR
+    for fold in range(N_FOLDS):
+        for label in ("all", "hem"):
+            (root / f"fold_{fold}" / label).mkdir(parents=True, exist_ok=True)
+    tasks = [
+        (seed, row.subject_index, row.k, row.label, styles[row.subject], size,
+         str(root / row.fold / row.label / f"{row.filename}.{ext}"), ext)
+        for row in plan.itertuples()
+    ]
+    workers = _default_workers(len(tasks)) if workers is None else max(1, int(workers))
+    bar = tqdm(total=len(tasks), desc="demo images", unit="img", disable=not progress)
+    if workers == 1:
+        for task in tasks:
+            _render_task(task)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers, mp_context=_mp_context()) as pool:
+            for _ in pool.map(_render_task, tasks, chunksize=16):
+                bar.update()
+    bar.close()
+    counts = plan.groupby(["fold", "label"]).size()
+    manifest = dict(
+        generator="allnet_lib.demo.make_demo_dataset",
+        synthetic=True,
+        params=params,
+        n_files=len(tasks),
+        counts={f"{f}/{l}": int(n) for (f, l), n in counts.items()},
+        subjects=[
+            dict(subject=st.subject, label=st.label, fold=plan.loc[plan.subject == name, "fold"].iat[0],
+                 n_images=int((plan.subject == name).sum()), **{k: v for k, v in asdict(st).items()
+                                                                if k not in ("subject", "label")})
+            for name, st in styles.items()
+        ],
+        description=DEMO_DESCRIPTION,
+    )
+    (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move ``new`` to ``target``; an old ``target`` is set aside first and removed only after."""
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        target.rename(old)
+    try:
+        new.rename(target)
+    except OSError:
+        if old is not None:
+            old.rename(target)
+        raise
+    if old is not None:
+        log.warning("replaced the demo dataset in %s (overwrite=True)", target)
+        shutil.rmtree(old)
+
+
+def read_demo_manifest(out_dir: str | os.PathLike | None = None) -> dict:
+    """The manifest of a generated demo set (parameters, counts per fold/class, subjects)."""
+    out_dir = Path(out_dir if out_dir is not None else demo_dir()).expanduser()
+    manifest = _read_manifest(out_dir)
+    if manifest is None:
+        raise FileNotFoundError(f"{out_dir / MANIFEST_NAME} not found; generate the set with make_demo_dataset()")
+    return manifest

@@ -1,0 +1,138 @@
+"""The synthetic demo set: layout, names, determinism, safety, and the properties the book relies on."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from allnet_lib import demo
+from allnet_lib.labels import parse_cnmc_name
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    return demo.make_demo_dataset(out, n_images=60, image_size=96, progress=False)
+
+
+def _files(root):
+    return sorted((root / demo.TRAINING_DIR).rglob("*.bmp"))
+
+
+def test_layout_names_and_folds(small_set):
+    files = _files(small_set)
+    assert len(files) == 60
+    rows = []
+    for path in files:
+        fold, label = path.parent.parent.name, path.parent.name
+        name = parse_cnmc_name(path.name)  # raises if a name does not fit the C-NMC pattern
+        assert name.label == label
+        rows.append((fold, label, name.subject))
+    assert any(p.name.startswith("UID_h3_") for p in files), "the lowercase 'h3' subject is missing"
+    folds = {f for f, _, _ in rows}
+    assert folds == {"fold_0", "fold_1", "fold_2"}
+    for fold in folds:
+        assert {lab for f, lab, _ in rows if f == fold} == {"all", "hem"}
+    subject_folds = {}
+    for fold, label, subject in rows:
+        subject_folds.setdefault(subject, set()).add((fold, label))
+    assert all(len(v) == 1 for v in subject_folds.values()), "a subject spans folds or classes"
+    n_all = sum(lab == "all" for _, lab, _ in rows)
+    assert 36 <= n_all <= 44  # about 2:1
+
+
+def test_images_are_segmented_cells_inside_the_crop(small_set):
+    window = demo.scaled_crop_size(96)
+    start = (96 - window) // 2
+    for path in _files(small_set)[:30]:
+        image = np.asarray(Image.open(path))
+        assert image.dtype == np.uint8 and image.shape == (96, 96, 3)
+        nonzero = image.max(axis=2) > 0
+        assert nonzero.sum() > 200, f"{path.name}: no cell"
+        ys, xs = np.nonzero(nonzero)
+        assert ys.min() > start and xs.min() > start
+        assert ys.max() < start + window - 1 and xs.max() < start + window - 1
+
+
+def test_manifest_and_reuse(small_set):
+    manifest = demo.read_demo_manifest(small_set)
+    assert manifest["synthetic"] is True and manifest["n_files"] == 60
+    assert manifest["params"]["image_size"] == 96
+    assert sum(manifest["counts"].values()) == 60
+    stamp = (small_set / demo.MANIFEST_NAME).stat().st_mtime_ns
+    assert demo.make_demo_dataset(small_set, n_images=60, image_size=96, progress=False) == small_set
+    assert (small_set / demo.MANIFEST_NAME).stat().st_mtime_ns == stamp  # not regenerated
+
+
+def test_refuses_then_overwrites_only_with_permission(tmp_path):
+    out = tmp_path / "d"
+    demo.make_demo_dataset(out, n_images=12, image_size=48, progress=False)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        demo.make_demo_dataset(out, n_images=15, image_size=48, progress=False)
+    demo.make_demo_dataset(out, n_images=15, image_size=48, progress=False, overwrite=True)
+    assert len(_files(out)) == 15
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]  # no temporary siblings left behind
+
+
+def test_never_deletes_a_folder_that_is_not_a_demo_set(tmp_path):
+    (tmp_path / "mine.txt").write_text("precious")
+    with pytest.raises(FileExistsError, match="not a demo"):
+        demo.make_demo_dataset(tmp_path, n_images=12, image_size=48, progress=False, overwrite=True)
+    assert (tmp_path / "mine.txt").read_text() == "precious"
+
+
+def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
+    def boom(task):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(demo, "_render_task", boom)
+    with pytest.raises(RuntimeError):
+        demo.make_demo_dataset(tmp_path / "d", n_images=12, image_size=48, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_deterministic_and_independent_of_workers(tmp_path):
+    a = demo.make_demo_dataset(tmp_path / "a", n_images=30, image_size=48, progress=False, workers=1)
+    b = demo.make_demo_dataset(tmp_path / "b", n_images=30, image_size=48, progress=False, workers=2)
+    c = demo.make_demo_dataset(tmp_path / "c", n_images=30, image_size=48, seed=1, progress=False)
+    fa, fb, fc = _files(a), _files(b), _files(c)
+    assert [p.name for p in fa] == [p.name for p in fb]
+    assert all(p.read_bytes() == q.read_bytes() for p, q in zip(fa, fb))
+    assert json.loads((a / demo.MANIFEST_NAME).read_text()) == json.loads((b / demo.MANIFEST_NAME).read_text())
+    assert [p.read_bytes() for p in fa] != [p.read_bytes() for p in fc]
+
+
+def test_classes_differ_as_designed_but_overlap():
+    """Blasts are larger with a bigger nucleus on average, yet the size ranges overlap."""
+    areas = {"all": [], "hem": []}
+    for label in areas:
+        for k in range(40):
+            image = demo.render_cell(np.random.default_rng([5, k]), label, image_size=96)
+            areas[label].append((image.max(axis=2) > 0).sum())
+    big, small = np.array(areas["all"]), np.array(areas["hem"])
+    assert big.mean() > 1.2 * small.mean()
+    assert big.min() < small.max()  # overlapping distributions
+
+
+def test_subjects_have_their_own_look():
+    plan = demo.plan_demo_dataset(1800, seed=0)
+    styles = demo.subject_styles(plan, seed=0)
+    assert len(styles) == 24
+    assert plan.groupby("label").size()["all"] == 1200
+    counts = plan.groupby("subject").size()
+    assert counts.max() > 4 * counts.min()  # skewed images per subject
+    hues = np.array([np.asarray(s.nucleus_od) / np.sum(s.nucleus_od) for s in styles.values()])
+    assert hues.std(axis=0).max() > 0.02
+
+
+def test_bad_input_is_explained(tmp_path):
+    with pytest.raises(ValueError, match="at least 9"):
+        demo.make_demo_dataset(tmp_path / "x", n_images=3)
+    with pytest.raises(ValueError, match="ext"):
+        demo.make_demo_dataset(tmp_path / "x", ext="gif")
+    with pytest.raises(ValueError, match="label"):
+        demo.render_cell(np.random.default_rng(0), "blast")
+    assert not (tmp_path / "x").exists()
