@@ -1,0 +1,370 @@
+"""Build the book: execute every chapter under one profile, then render it with Jupyter Book.
+
+    python -m allnet_lib.book_build --profile demo|smoke|seed [--only GLOB] [--out build/book]
+                                    [--keep-runs] [--cell-timeout SECONDS] [--store-checked-outputs]
+
+Why not let Jupyter Book execute the notebooks: the chapters take a ``PROFILE`` parameter (a
+papermill ``parameters`` cell), must run in table-of-contents order (later chapters reuse the
+models and records earlier ones saved to ``$ALLNET_RUNS``), and we want each chapter's time and
+every failure reported, not just the first. So this module:
+
+1. copies ``book/`` into a staging folder inside ``--out`` (the sources are never modified);
+2. makes the data once (the demo set at the profile's size, unless the profile uses real data);
+3. executes each chapter with papermill (kernel ``python3``, cwd = the chapter's folder), with
+   ``ALLNET_PROFILE``, ``ALLNET_RUNS`` (``<out>/runs``, emptied first unless ``--keep-runs``) and
+   ``ALLNET_DATA`` (inherited, else ``build/data``) in the kernel's environment; a failing chapter
+   is recorded and the build goes on;
+4. renders with ``jupyter-book build --all <staging> -W -n --keep-going``;
+5. swaps the result in: ``<out>/html`` (the site) and ``<out>/executed`` (executed notebooks) are
+   replaced only when every chapter and the render succeeded; otherwise the attempt goes to
+   ``<out>/html-incomplete`` and ``<out>/executed-incomplete`` and the previous site is left
+   untouched, so a half-built site never looks complete;
+6. prints and writes ``<out>/timings.csv`` (one row per executed chapter); the kernels' own
+   stderr and Jupyter Book's log are in ``<out>/logs/``.
+
+Exit status 0 only if every executed chapter and the render succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import fnmatch
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from allnet_lib import notebook, paths, profiles
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BOOK_DIR = REPO_ROOT / "book"
+DEFAULT_OUT = REPO_ROOT / "build" / "book"
+DEFAULT_DATA = REPO_ROOT / "build" / "data"
+KERNEL = "python3"
+NBVAL_MARK = "# NBVAL_CHECK_OUTPUT"  # first line of a cell whose stored output pytest --nbval-lax checks
+TIMINGS_FIELDS = ("chapter", "profile", "status", "seconds", "error")
+# Copied into staging only if needed; build products and editor litter never are.
+STAGE_IGNORE = shutil.ignore_patterns("_build", ".jupyter_cache", ".ipynb_checkpoints", "__pycache__")
+
+
+@dataclass
+class ChapterResult:
+    """How one chapter's execution went. ``chapter`` is its toc entry, e.g. ``theory/02_gradient_descent``."""
+
+    chapter: str
+    status: str  # "ok" or "failed"
+    seconds: float
+    error: str = ""
+
+
+def toc_entries(book_dir: Path) -> list[str]:
+    """Every page of ``_toc.yml`` in reading order (root first), as written there, without suffix."""
+    toc = yaml.safe_load((book_dir / "_toc.yml").read_text())
+    entries = [toc["root"]]
+
+    def walk(items):
+        for item in items or []:
+            if "file" in item:
+                entries.append(item["file"])
+            walk(item.get("sections"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    walk(toc.get("chapters"))
+    return [str(Path(e).with_suffix("")) if e.endswith((".md", ".ipynb")) else e for e in entries]
+
+
+def chapters(book_dir: Path, only: str | None = None) -> list[str]:
+    """The toc entries that are notebooks (the pages to execute), optionally filtered by a glob."""
+    found = [e for e in toc_entries(book_dir) if (book_dir / f"{e}.ipynb").is_file()]
+    if only:
+        found = [e for e in found if fnmatch.fnmatch(e, only) or fnmatch.fnmatch(f"{e}.ipynb", only)]
+    return found
+
+
+def execute_chapter(staging: Path, entry: str, profile: str, *, cell_timeout: float | None = None,
+                    stderr_log: Path | None = None) -> ChapterResult:
+    """Execute one staged chapter in place with papermill; never raises for a failing notebook.
+
+    The kernel process's own stderr (ipykernel notices, TensorFlow's C++ log) goes to
+    ``stderr_log`` instead of the terminal, where it would break the progress lines.
+    """
+    import papermill
+
+    path = staging / f"{entry}.ipynb"
+    started = time.perf_counter()
+    try:
+        with _stderr_to(stderr_log):
+            papermill.execute_notebook(
+                str(path), str(path), parameters={"PROFILE": profile}, kernel_name=KERNEL,
+                cwd=str(path.parent), progress_bar=False, log_output=False,
+                execution_timeout=cell_timeout,
+            )
+    except papermill.PapermillExecutionError as exc:
+        error = f"cell In[{exc.exec_count}]: {exc.ename}: {_first_line(exc.evalue)}"
+        return ChapterResult(entry, "failed", time.perf_counter() - started, error)
+    except Exception as exc:  # kernel died, timeout, bad notebook JSON...: still the chapter's failure
+        error = f"{type(exc).__name__}: {_first_line(str(exc))}"
+        return ChapterResult(entry, "failed", time.perf_counter() - started, error)
+    return ChapterResult(entry, "ok", time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path | None):
+    """Point file descriptor 2 (which child processes inherit) at ``path`` for a while."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "wb") as handle:
+        os.dup2(handle.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def store_checked_outputs(executed: Path, source: Path) -> int:
+    """Copy the outputs of the cells marked ``# NBVAL_CHECK_OUTPUT`` from an executed chapter into
+    its source notebook (cells matched by their code); returns how many cells were updated.
+
+    Why: sources are stored without outputs except those cells, and copying them by hand from a
+    Jupyter session is error-prone (the other cells' outputs must not be saved).
+    """
+    import nbformat
+
+    ran = {c.source: c for c in nbformat.read(executed, as_version=4).cells
+           if c.cell_type == "code" and c.source.startswith(NBVAL_MARK)}
+    nb = nbformat.read(source, as_version=4)
+    updated = 0
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.source in ran:
+            cell.outputs = ran[cell.source].outputs
+            cell.execution_count = ran[cell.source].execution_count
+            updated += 1
+    if updated:
+        tmp = source.with_name(f".{source.name}.tmp")
+        nbformat.write(nb, tmp)
+        tmp.replace(source)
+    return updated
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+    line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def render(staging: Path, log_path: Path) -> bool:
+    """Render the staged book to ``staging/_build/html``; True if Jupyter Book reported no problem.
+
+    ``--all`` because an incremental build can return 0 while a page still fails; ``-W -n
+    --keep-going``: every warning (broken reference, missing citation...) fails the build, all of
+    them are listed. The full log goes to ``log_path``; warnings and errors are echoed.
+    """
+    exe = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", "--all", str(staging), "-W", "-n", "--keep-going"]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
+    problems = [line.rstrip() for line in log_path.read_text().splitlines()
+                if "WARNING" in line or "ERROR" in line or "Traceback" in line]
+    for line in problems[:40]:
+        print(f"    {line}")
+    if len(problems) > 40:
+        print(f"    ... and {len(problems) - 40} more; see {log_path}")
+    built = (staging / "_build" / "html" / "index.html").is_file()
+    return proc.returncode == 0 and built
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Put ``new`` at ``target`` by renames; an old ``target`` is removed only after the swap."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        target.rename(old)
+    new.rename(target)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    """Set environment variables for kernels and subprocesses started inside, then restore."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def write_timings(results: list[ChapterResult], profile: str, path: Path) -> None:
+    """``timings.csv``: chapter, profile, status, seconds, error (read by the benchmarks)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=TIMINGS_FIELDS)
+        writer.writeheader()
+        for r in results:
+            writer.writerow(dict(chapter=r.chapter, profile=profile, status=r.status,
+                                 seconds=f"{r.seconds:.1f}", error=r.error))
+    tmp.replace(path)
+
+
+def timings_table(results: list[ChapterResult]) -> str:
+    """The per-chapter times as a plain-text table, slowest chapters easy to spot."""
+    width = max([len(r.chapter) for r in results] + [7])
+    lines = [f"{'chapter':<{width}}  status  seconds", f"{'-' * width}  ------  -------"]
+    lines += [f"{r.chapter:<{width}}  {r.status:<6}  {r.seconds:7.1f}" for r in results]
+    lines.append(f"{'total':<{width}}          {sum(r.seconds for r in results):7.1f}")
+    return "\n".join(lines)
+
+
+def build(profile: str = "demo", *, only: str | None = None, out: Path = DEFAULT_OUT,
+          keep_runs: bool = False, book_dir: Path = BOOK_DIR, cell_timeout: float | None = None,
+          store_outputs: bool = False) -> int:
+    """Execute and render the book; returns the exit status (0: everything succeeded).
+
+    ``store_outputs`` (smoke profile only, since that is what the tests run): after each
+    chapter that ran cleanly, write its ``# NBVAL_CHECK_OUTPUT`` cells' outputs into the source.
+    """
+    out = Path(out).absolute()
+    book_dir = Path(book_dir).absolute()
+    if not (book_dir / "_toc.yml").is_file():
+        print(f"error: no book at {book_dir} (no _toc.yml); run from a clone of the repository "
+              "or pass --book", file=sys.stderr)
+        return 2
+    todo = chapters(book_dir, only)
+    if only and not todo:
+        print(f"error: --only {only!r} matches no notebook in {book_dir / '_toc.yml'}", file=sys.stderr)
+        return 2
+    try:
+        prof = profiles.get_profile(profile)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    profile = prof.name
+    if store_outputs and profile != "smoke":
+        print("error: --store-checked-outputs needs --profile smoke (the tests check outputs under smoke)",
+              file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    runs = out / "runs"
+    if runs.exists() and not keep_runs:
+        print(f"starting with empty runs: removing {runs} (use --keep-runs to reuse trained models)")
+        shutil.rmtree(runs)
+    env = {
+        paths.RUNS_ENV: str(runs),
+        paths.DATA_ENV: os.environ.get(paths.DATA_ENV) or str(DEFAULT_DATA),
+        profiles.PROFILE_ENV: prof.name,
+        **{k: os.environ.get(k, v) for k, v in notebook.QUIET_TF_ENV.items()},
+    }
+    staging = out / f".staging-{uuid.uuid4().hex[:8]}"
+    started = time.perf_counter()
+    try:
+        with _environment(env):
+            shutil.copytree(book_dir, staging, ignore=STAGE_IGNORE)
+            data_dir, real = notebook.data_dir_for(prof)
+            print(f"profile {prof.name} · data {data_dir} ({'real C-NMC' if real else 'synthetic demo set'})"
+                  f" · runs {runs}")
+            if not real:
+                t0 = time.perf_counter()
+                notebook.ensure_demo_data(prof, progress=True)
+                print(f"demo data ready ({time.perf_counter() - t0:.1f} s)")
+            results = []
+            for i, entry in enumerate(todo, 1):
+                print(f"[{i:2d}/{len(todo)}] {entry} ...", end="", flush=True)
+                result = execute_chapter(staging, entry, profile, cell_timeout=cell_timeout,
+                                         stderr_log=out / "logs" / f"{entry.replace('/', '__')}.stderr.log")
+                results.append(result)
+                print(f" {result.status} ({result.seconds:.1f} s){'  ' + result.error if result.error else ''}",
+                      flush=True)
+                if store_outputs and result.status == "ok":
+                    n = store_checked_outputs(staging / f"{entry}.ipynb", book_dir / f"{entry}.ipynb")
+                    if n:
+                        print(f"        stored the output of {n} checked cell(s) in {book_dir / entry}.ipynb")
+            if only:
+                print(f"note: --only: {len(todo)} of {len(chapters(book_dir))} chapters executed; "
+                      "the others are rendered without outputs")
+            print("rendering with Jupyter Book ...", flush=True)
+            t0 = time.perf_counter()
+            rendered = render(staging, out / "logs" / "jupyter-book.log")
+            print(f"rendering {'ok' if rendered else 'FAILED'} ({time.perf_counter() - t0:.1f} s)")
+        return _finish(staging, out, profile, results, rendered, time.perf_counter() - started)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _finish(staging: Path, out: Path, profile: str, results: list[ChapterResult], rendered: bool,
+            seconds: float) -> int:
+    """Swap the new site in (or aside, if anything failed), write timings, print the summary."""
+    failed = [r for r in results if r.status != "ok"]
+    success = rendered and not failed
+    html = staging / "_build" / "html"
+    write_timings(results, profile, out / "timings.csv")
+    print()
+    print(timings_table(results))
+    print(f"(written to {out / 'timings.csv'}; whole build {seconds:.0f} s)")
+    print()
+    if success:
+        replace_dir(html, out / "html")
+        shutil.rmtree(staging / "_build")
+        replace_dir(staging, out / "executed")
+        print(f"book: {out / 'html' / 'index.html'}")
+        return 0
+    if html.is_dir():
+        replace_dir(html, out / "html-incomplete")
+        print(f"the site was NOT updated; this attempt is at {out / 'html-incomplete' / 'index.html'}")
+    shutil.rmtree(staging / "_build", ignore_errors=True)
+    replace_dir(staging, out / "executed-incomplete")
+    print(f"the executed notebooks of this attempt (errors included) are in {out / 'executed-incomplete'}")
+    for r in failed:
+        print(f"FAILED {r.chapter}: {r.error}")
+    if not rendered:
+        print(f"FAILED rendering: see {out / 'logs' / 'jupyter-book.log'}")
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m allnet_lib.book_build",
+        description="Execute the book's chapters under one profile (papermill) and render them (Jupyter Book).",
+    )
+    parser.add_argument("--profile", default=os.environ.get(profiles.PROFILE_ENV) or "demo",
+                        help="smoke, demo or seed (default: $ALLNET_PROFILE, else demo)")
+    parser.add_argument("--only", metavar="GLOB",
+                        help="execute only the chapters matching GLOB, e.g. 'theory/*' or "
+                             "'experiments/05_training' (the others are rendered unexecuted)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    parser.add_argument("--keep-runs", action="store_true",
+                        help="reuse <out>/runs (trained models, records) from the previous build")
+    parser.add_argument("--book", type=Path, default=BOOK_DIR, help=f"the book's sources (default {BOOK_DIR})")
+    parser.add_argument("--cell-timeout", type=float, default=None, metavar="SECONDS",
+                        help="fail a chapter whose single cell runs longer than this (default: no limit)")
+    parser.add_argument("--store-checked-outputs", action="store_true",
+                        help="(authors, smoke profile) write the outputs of the cells marked "
+                             f"'{NBVAL_MARK}' back into the book's source notebooks")
+    args = parser.parse_args(argv)
+    return build(args.profile, only=args.only, out=args.out, keep_runs=args.keep_runs,
+                 book_dir=args.book, cell_timeout=args.cell_timeout,
+                 store_outputs=args.store_checked_outputs)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
