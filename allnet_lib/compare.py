@@ -100,8 +100,10 @@ def experiment_config(model_name: str, split, profile) -> dict:
     Two runs with equal configs are the same experiment, so a finished record can be reused.
     """
     from allnet_lib.split import manifest_hash
+    from allnet_lib.train import _NOT_COMPARED
 
     settings = profile.to_dict() if hasattr(profile, "to_dict") else dataclasses.asdict(profile)
+    settings = {key: value for key, value in settings.items() if key not in _NOT_COMPARED}
     return evaluate._jsonable({
         "model": model_name,
         "profile": settings,
