@@ -1,0 +1,298 @@
+"""The figures of the theory chapters, in the book's style (``allnet_lib.plots``).
+
+Each function draws one kind of picture and returns the matplotlib ``Figure`` (never calls
+``plt.show()``), so chapters stay one line per figure and the pictures look alike across
+chapters: the same class colours as part 2, one colour per optimiser variant or regulariser.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from allnet_lib.plots import CLASS_COLORS, CLASS_NAMES, EXTRA_COLORS, MODEL_COLORS, REFERENCE_COLOR
+
+PALETTE = list(MODEL_COLORS.values()) + list(EXTRA_COLORS)
+TRAIN_STYLE = {"ls": "-", "lw": 1.8}
+VAL_STYLE = {"ls": "--", "lw": 1.8}
+
+
+def color(i: int) -> str:
+    """The i-th colour of the book's palette (cycled)."""
+    return PALETTE[i % len(PALETTE)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Chapter 1: the task, features, a linear classifier
+# ----------------------------------------------------------------------------------------------
+
+
+def plot_class_balance(counts: dict, *, title: str = "C-NMC 2019 training folds"):
+    """Images per class (left), and the scores of always answering the larger class (right).
+
+    The right panel is the reference every accuracy must be read against: with ALL the larger
+    class, "always all" has accuracy = share of ALL, sensitivity 1, specificity 0.
+    """
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.3), gridspec_kw={"width_ratios": [1, 1.4]})
+    names = ["all", "hem"]
+    values = [counts[k] for k in names]
+    ax1.bar([CLASS_NAMES[k] for k in names], values, color=[CLASS_COLORS[k] for k in names])
+    for i, v in enumerate(values):
+        ax1.text(i, v, f"{v:,}", ha="center", va="bottom")
+    ax1.set_ylabel("images")
+    ax1.set_ylim(0, max(values) * 1.15)
+    ax1.set_title(title)
+    share = counts["all"] / sum(values)
+    scores = {"accuracy": share, "sensitivity": 1.0, "specificity": 0.0, "balanced accuracy": 0.5}
+    labels = list(scores)[::-1]
+    ax2.barh(labels, [scores[k] for k in labels], color=REFERENCE_COLOR, alpha=0.75)
+    for i, k in enumerate(labels):
+        ax2.text(scores[k] + 0.01, i, f"{scores[k]:.1%}", va="center")
+    ax2.set_xlim(0, 1.15)
+    ax2.set_xlabel("score")
+    ax2.set_title("always answering 'all'")
+    fig.tight_layout()
+    return fig
+
+
+def plot_features(X, y, *, names=("feature 1", "feature 2"), theta=None, ax=None, title=None):
+    """Scatter of two features coloured by class; with ``theta = (w1, w2, b)`` also the decision line."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    else:
+        fig = ax.figure
+    X, y = np.asarray(X), np.asarray(y)
+    for label, k in (("hem", 0), ("all", 1)):
+        sel = y == k
+        ax.scatter(X[sel, 0], X[sel, 1], s=14, alpha=0.7, color=CLASS_COLORS[label], label=CLASS_NAMES[label])
+    if theta is not None:
+        w1, w2, b = theta
+        xs = np.linspace(X[:, 0].min(), X[:, 0].max(), 50)
+        if abs(w2) > 1e-12:
+            ax.plot(xs, -(w1 * xs + b) / w2, color=REFERENCE_COLOR, lw=1.5, label="P(ALL) = 0.5")
+            ax.set_ylim(X[:, 1].min() - 0.1 * np.ptp(X[:, 1]), X[:, 1].max() + 0.1 * np.ptp(X[:, 1]))
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_decision_regions(predict_proba, X, y, *, ax=None, title=None, resolution: int = 150):
+    """P(class 1) over the plane as a background, the decision boundary, and the points."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5, 4))
+    else:
+        fig = ax.figure
+    X, y = np.asarray(X), np.asarray(y)
+    pad = 0.5
+    xs = np.linspace(X[:, 0].min() - pad, X[:, 0].max() + pad, resolution)
+    ys = np.linspace(X[:, 1].min() - pad, X[:, 1].max() + pad, resolution)
+    gx, gy = np.meshgrid(xs, ys)
+    p = np.asarray(predict_proba(np.c_[gx.ravel(), gy.ravel()])).reshape(gx.shape)
+    ax.contourf(gx, gy, p, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.35)
+    ax.contour(gx, gy, p, levels=[0.5], colors=REFERENCE_COLOR, linewidths=1.5)
+    for k in (0, 1):
+        ax.scatter(X[y == k, 0], X[y == k, 1], s=12, color=color(k), edgecolor="white", lw=0.3,
+                   label=f"class {k}")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Chapter 2: gradient descent
+# ----------------------------------------------------------------------------------------------
+
+
+def draw_contours(ax, surface, optimum=None):
+    """Contour lines of a loss surface (W, B, L) from ``descent.loss_surface``, and its minimum."""
+    W, B, L = surface
+    levels = np.quantile(L, np.linspace(0, 1, 25) ** 2.5)
+    ax.contour(W, B, L, levels=np.unique(levels), colors="#9a9a9a", linewidths=0.8)
+    if optimum is not None:
+        ax.plot(*optimum, marker="*", ms=13, color=REFERENCE_COLOR, ls="none", label="minimum")
+    ax.set_xlabel("slope $w$")
+    ax.set_ylabel("intercept $b$")
+
+
+def plot_paths(surface, runs: dict, *, optimum=None, max_points: int = 2000, titles=None):
+    """One panel per run: its path over the contour lines of the loss, start to end."""
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.3 * len(runs), 3.9), squeeze=False)
+    W, B, _ = surface
+    for i, (ax, (name, run)) in enumerate(zip(axes.flat, runs.items())):
+        draw_contours(ax, surface, optimum)
+        path = run.path[:max_points]
+        ax.plot(path[:, 0], path[:, 1], color=color(i), lw=1, marker="o", ms=2, alpha=0.8)
+        ax.plot(*path[0], marker="s", color=color(i), ms=6, ls="none")
+        ax.set_xlim(W.min(), W.max())
+        ax.set_ylim(B.min(), B.max())
+        label = titles[i] if titles else f"{name}"
+        note = " (diverged)" if run.diverged else ""
+        ax.set_title(f"{label}{note}\n{run.n_updates} updates, final loss {run.final_loss:.3g}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _plain_log_axis(ax) -> None:
+    """A log y axis labelled 0.2, 0.5, 1, 2 ... instead of 2 x 10^-1 (call after plotting)."""
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    ax.set_yscale("log")
+    low, high = ax.get_ylim()
+    if high / low < 1e3:  # few decades: label 1, 2, 5 of each
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def plot_loss_curves(runs: dict, *, optimum_loss: float | None = None, logy: bool = True,
+                     per: str = "both"):
+    """Full-data loss per update and/or per epoch (i.e. per examples seen), one line per run.
+
+    ``per``: "both" (two panels), "update" or "epoch". When the runs make very different
+    numbers of updates, the update axis is logarithmic beyond 10 so all of them fit.
+    """
+    panels = {"both": ("update", "epoch"), "update": ("update",), "epoch": ("epoch",)}[per]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    counts = [run.n_updates for run in runs.values()]
+    for ax, kind in zip(axes.flat, panels):
+        for i, (name, run) in enumerate(runs.items()):
+            if kind == "update":
+                ax.plot(np.arange(len(run.loss)), run.loss, color=color(i), lw=1.2, label=name)
+            else:
+                per_epoch = run.loss_per_epoch()
+                ax.plot(np.arange(len(per_epoch)), per_epoch, color=color(i), marker="o", ms=3, label=name)
+        if optimum_loss is not None:
+            ax.axhline(optimum_loss, color=REFERENCE_COLOR, ls=":", lw=1, label="minimum")
+        if logy:
+            _plain_log_axis(ax)
+        if kind == "update" and max(counts) > 20 * max(min(counts), 1):
+            ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlim(left=0)
+        ax.set_xlabel("update (gradient step)" if kind == "update" else "epoch (passes over the data)")
+        ax.set_ylabel("training loss (all examples)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Chapter 4: activations and losses
+# ----------------------------------------------------------------------------------------------
+
+
+def plot_activations(functions: dict, z=None):
+    """Each activation (left) and its derivative (right) over z."""
+    z = np.linspace(-5, 5, 401) if z is None else z
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    styles = ("-", "--", "-.", ":")  # curves that coincide (ReLU, leaky ReLU) stay visible
+    for i, (name, (f, df)) in enumerate(functions.items()):
+        ax1.plot(z, f(z), color=color(i), lw=2, ls=styles[i % 4], label=name)
+        ax2.plot(z, df(z), color=color(i), lw=2, ls=styles[i % 4], label=name)
+    ax1.set_title("activation $f(z)$")
+    ax2.set_title("derivative $f'(z)$")
+    for ax in (ax1, ax2):
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set_xlabel("$z$")
+        ax.legend(fontsize=8)
+    ax1.set_ylim(-1.5, 3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_saturation(z, losses: dict, grads: dict):
+    """Loss (left) and |d loss / d z| (right) against the logit z, for a true label of 1."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for i, name in enumerate(losses):
+        ax1.plot(z, losses[name], color=color(i), lw=2, label=name)
+        ax2.plot(z, np.abs(grads[name]), color=color(i), lw=2, label=name)
+    ax1.set_title("loss when the true class is ALL")
+    ax2.set_title("gradient size $|\\partial L / \\partial z|$")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("logit $z$ (negative: confidently wrong)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Chapter 5: filters
+# ----------------------------------------------------------------------------------------------
+
+
+def for_display(image):
+    """Stretch any real-valued map to [0, 1] for imshow (filter outputs can be negative)."""
+    image = np.asarray(image, dtype=float)
+    lo, hi = np.percentile(image, [1, 99])
+    return np.clip((image - lo) / (hi - lo + 1e-12), 0, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Chapter 6: regularisation
+# ----------------------------------------------------------------------------------------------
+
+
+def plot_polynomial_fits(x, y, fits: dict, *, x_true=None, y_true=None):
+    """One panel per fitted curve (name -> (xs, ys)), with the training points and the truth."""
+    fig, axes = plt.subplots(1, len(fits), figsize=(3.6 * len(fits), 3.2), squeeze=False, sharey=True)
+    for i, (ax, (name, (xs, ys))) in enumerate(zip(axes.flat, fits.items())):
+        if x_true is not None:
+            ax.plot(x_true, y_true, color="grey", lw=1, ls=":", label="truth")
+        ax.plot(xs, ys, color=color(i), lw=2, label="fit")
+        ax.scatter(x, y, s=18, color=REFERENCE_COLOR, zorder=3, label="training points")
+        ax.set_ylim(-2, 2)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("$x$")
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_coefficients(weights: dict, *, title: str = "fitted coefficients"):
+    """Grouped bars: one group per coefficient, one bar per fit (name -> weight vector)."""
+    fig, ax = plt.subplots(figsize=(9, 3.3))
+    n = len(weights)
+    width = 0.8 / n
+    for i, (name, w) in enumerate(weights.items()):
+        idx = np.arange(len(w))
+        ax.bar(idx + (i - (n - 1) / 2) * width, w, width=width, color=color(i), label=name)
+    ax.axhline(0, color="grey", lw=0.6)
+    ax.set_xticks(np.arange(len(next(iter(weights.values())))))
+    ax.set_xticklabels([f"$u^{{{k + 1}}}$" for k in range(len(next(iter(weights.values()))))])
+    ax.set_yscale("symlog", linthresh=1)
+    ax.set_ylabel("coefficient (symlog scale)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_regularisation_curves(curves: dict, *, metric: str = "loss", stops: dict | None = None,
+                               ncols: int = 3):
+    """Small multiples: train (solid) and validation (dashed) curves, one panel per variant.
+
+    ``stops`` (variant -> epoch, 1-based) marks where early stopping would have ended training.
+    All panels share the y axis, so the gaps can be compared at a glance.
+    """
+    n = len(curves)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3 * nrows), sharey=True, squeeze=False)
+    for i, (ax, (name, c)) in enumerate(zip(axes.flat, curves.items())):
+        ax.plot(c.index, c[metric], color=color(i), label="train", **TRAIN_STYLE)
+        ax.plot(c.index, c[f"val_{metric}"], color=color(i), label="validation", **VAL_STYLE)
+        if stops and stops.get(name):
+            ax.axvline(stops[name], color=REFERENCE_COLOR, lw=1, ls=":", label="early stop")
+        gap = c[f"val_{metric}"].iloc[-1] - c[metric].iloc[-1]
+        ax.set_title(f"{name}  (final gap {gap:+.2f})", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(metric if metric != "loss" else "cross-entropy")
+    fig.tight_layout()
+    return fig

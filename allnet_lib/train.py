@@ -1,0 +1,633 @@
+"""Training one model on one split under one profile, with everything a long run needs.
+
+``train_model`` writes a run folder, by default ``runs_root()/<profile>/<split name>/<model>/``:
+``config.json`` (what was run, its status and timings), ``history.csv`` (one row per epoch),
+``best.keras`` (the epoch with the best ``profile.monitor``), ``last.keras`` (the final epoch) and,
+while a run is in progress, ``backup/`` (Keras ``BackupAndRestore``, so a killed run resumes)
+and ``.best.weights.h5`` (the best epoch's weights, made into best.keras at the end).
+
+What happens when the run folder already exists:
+
+=====================  =================  ==============================================
+folder holds           ``resume=True``    ``resume=False``
+=====================  =================  ==============================================
+nothing                train              train
+same config, finished  reuse it (load)    FileExistsError: never retrained silently
+same config, stopped   continue from the  FileExistsError
+                       last saved epoch
+another config         ValueError naming the differences (use another ``run_dir``)
+=====================  =================  ==============================================
+
+``overwrite=True`` deletes the old run and trains from scratch, whatever it held.
+
+Validation always uses ``split.val``; when a split has none, a subject-level validation part is
+carved out of the training part (and said so). The test part is never looked at during
+training. This fixes the 2019 report, which kept the epoch with the best accuracy on its test set,
+so its test score was also a selection score.
+
+Backends and devices: ``data="files"`` streams images with ``tf.data`` (TensorFlow backend);
+``data="arrays"``, and any other backend (JAX, PyTorch), loads them into NumPy first. Mixed
+precision and XLA are used only when a GPU is present. With several GPUs (or a CPU split into
+several logical devices on purpose) training is data-parallel through
+``tf.distribute.MirroredStrategy`` (TensorFlow) or ``keras.distribution.DataParallel`` (JAX).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from allnet_lib import paths
+from allnet_lib.labels import CLASSES
+
+CONFIG_NAME, HISTORY_NAME = "config.json", "history.csv"
+BEST_NAME, LAST_NAME, BACKUP_DIR = "best.keras", "last.keras", "backup"
+BEST_WEIGHTS = ".best.weights.h5"  # during training; becomes best.keras when the run ends
+CARVED_VAL_SIZE = 0.2  # share of training images moved to validation when a split has none
+MAX_EPOCH_LINES = 25   # notebook progress: at most about this many epoch lines
+# profile fields that do not change what a run computes (left out of config comparisons)
+_NOT_COMPARED = ("description", "demo_images", "run_eagerly")
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced. ``model`` holds the best epoch's weights."""
+
+    model_name: str
+    model: object
+    history: pd.DataFrame
+    run_dir: Path
+    best_path: Path
+    last_path: Path
+    seconds: float             # training time summed over epochs (all sessions of the run)
+    images_per_second: float   # training images per second in a typical (median) epoch
+    config: dict
+    reused: bool = False       # True when a finished run was loaded instead of trained
+    best_epoch: int | None = None  # 1-based (history.csv's "epoch" column is 0-based, as Keras)
+    notes: list = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# the entry point
+# --------------------------------------------------------------------------------------------
+def train_model(model_name: str, split, profile, *, run_dir=None, resume: bool = True,
+                data: str = "files", progress: bool = True, overwrite: bool = False,
+                callbacks=(), weights=None) -> TrainResult:
+    """Train ``model_name`` on ``split`` (a :class:`allnet_lib.split.Split`) with ``profile``.
+
+    See the module docstring for the run folder and how ``resume`` / ``overwrite`` treat an
+    existing one. ``callbacks`` are extra Keras callbacks; ``weights`` is passed to
+    :func:`allnet_lib.models.build_model` (e.g. ``"imagenet"``)."""
+    import keras
+
+    from allnet_lib import models
+
+    spec = models.get_spec(model_name)
+    if data not in ("files", "arrays"):
+        raise ValueError(f"data must be 'files' (tf.data) or 'arrays' (NumPy), got {data!r}")
+    notes: list[str] = []
+    backend = keras.backend.backend()
+    if data == "files" and backend != "tensorflow":
+        data = "arrays"
+        notes.append(f"{backend} backend: images are loaded into memory (data='arrays')")
+    train, val, val_source = training_parts(split, profile, notes)
+    run_dir = Path(run_dir) if run_dir else default_run_dir(profile, split, spec.name)
+    config = run_config(spec.name, split, profile, train, val, val_source, weights)
+    state = _prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
+    if state == "finished":
+        return _reuse(run_dir, spec.name, config, progress)
+    _write_json(run_dir / CONFIG_NAME, {"config": config, "status": "running",
+                                        "environment": environment(backend, data)})
+    _say(progress, *notes)
+    return _fit(spec, train, val, profile, run_dir, config, data=data, progress=progress,
+                extra_callbacks=list(callbacks), weights=weights, notes=notes)
+
+
+def default_run_dir(profile, split, model_name: str) -> Path:
+    """``runs_root()/<profile>/<split name>/<model>``."""
+    return paths.runs_root() / profile.name / split.name / model_name
+
+
+def training_parts(split, profile, notes: list | None = None):
+    """(train, val, where val came from): ``split.val``, or carved from train by subject when
+    empty; then at most ``profile.max_train_images`` training images (stratified by class)."""
+    notes = notes if notes is not None else []
+    train, val = split.train, split.val
+    _check_part(train, "training")
+    if val is None or len(val) == 0:
+        train, val = carve_validation(train, seed=profile.seed)
+        source = f"carved from train ({CARVED_VAL_SIZE:.0%} of images, whole subjects)"
+        notes.append(f"split {split.name!r} has no validation part: {len(val)} images of "
+                     f"{val['subject'].nunique()} training subjects are used to pick the best "
+                     "epoch instead (never the test set)")
+    else:
+        source = "split.val"
+    if profile.max_train_images and len(train) > profile.max_train_images:
+        notes.append(f"training on {profile.max_train_images} of {len(train)} training images "
+                     f"(profile {profile.name!r}, max_train_images)")
+        train = stratified_sample(train, profile.max_train_images, seed=profile.seed)
+    return train.reset_index(drop=True), val.reset_index(drop=True), source
+
+
+def carve_validation(train: pd.DataFrame, *, seed: int = 0):
+    """Move whole subjects (about 20% of images, both classes) from train to validation."""
+    from allnet_lib.split import subject_split
+
+    try:
+        carved = subject_split(train, test_size=CARVED_VAL_SIZE, seed=seed)
+    except ValueError as error:
+        raise ValueError(f"the split has no validation part, and none could be carved out of its "
+                         f"training part ({error}). Make a split with val_size > 0, e.g. "
+                         "subject_split(table, test_size=0.2, val_size=0.15).") from error
+    return carved.train, carved.test
+
+
+def stratified_sample(table: pd.DataFrame, n: int, *, seed: int = 0) -> pd.DataFrame:
+    """``n`` rows keeping the class shares (largest remainder), reproducible from ``seed``."""
+    counts = table["label"].value_counts().sort_index()
+    share = counts / counts.sum() * n
+    take = np.floor(share).astype(int)
+    for label in (share - take).sort_values(ascending=False).index[: n - take.sum()]:
+        take[label] += 1
+    parts = [table[table["label"] == label].sample(int(k), random_state=seed)
+             for label, k in take.items() if k > 0]
+    return pd.concat(parts).sort_index()
+
+
+def _check_part(table, what: str) -> None:
+    if table is None or len(table) == 0:
+        raise ValueError(f"the split's {what} part is empty; nothing to train on")
+    missing = [c for c in ("path", "label", "subject") if c not in table.columns]
+    if missing:
+        raise ValueError(f"the {what} table has no column(s) {missing}; use tables made by "
+                         "allnet_lib.reader.index_dataset and allnet_lib.split")
+    labels = set(table["label"])
+    if not labels <= set(CLASSES):
+        raise ValueError(f"the {what} part has unknown labels {sorted(labels - set(CLASSES))}")
+
+
+# --------------------------------------------------------------------------------------------
+# configuration and the run folder
+# --------------------------------------------------------------------------------------------
+def run_config(model_name, split, profile, train, val, val_source, weights=None) -> dict:
+    """Everything that determines the result of a run; two runs with equal configs are the
+    same experiment (file locations and machines are left out on purpose)."""
+    from allnet_lib.split import manifest_hash
+
+    return {
+        "model": model_name,
+        "image_size": profile.image_size(model_name),
+        "weights": None if weights is None else str(weights),
+        "profile": {k: v for k, v in profile.to_dict().items() if k not in _NOT_COMPARED},
+        "split": split.name,
+        "split_hash": manifest_hash(split),
+        "train_hash": manifest_hash(train),
+        "val_hash": manifest_hash(val),
+        "val_source": val_source,
+        "n_train": int(len(train)),
+        "n_val": int(len(val)),
+        "train_classes": {c: int((train["label"] == c).sum()) for c in CLASSES},
+    }
+
+
+def environment(backend: str, data: str) -> dict:
+    """Where a run happened (recorded, not compared)."""
+    import platform
+
+    import keras
+
+    return {"backend": backend, "keras": keras.__version__, "python": platform.python_version(),
+            "data": data, "devices": [str(d) for d in _devices(backend)]}
+
+
+def _prepare_run_dir(run_dir: Path, config: dict, *, resume: bool, overwrite: bool) -> str:
+    """'new', 'finished' or 'interrupted'; raises for anything that must not be touched."""
+    if overwrite and run_dir.exists():
+        _check_is_run(run_dir)
+        shutil.rmtree(run_dir)
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return "new"
+    stored = _check_is_run(run_dir)
+    if stored.get("config") != _jsonable(config):
+        diff = _differences(stored.get("config") or {}, _jsonable(config))
+        raise ValueError(f"{run_dir} holds a run with another configuration (differs in: "
+                         f"{', '.join(diff)}); it was left untouched. Use another run_dir, or "
+                         "overwrite=True to delete it and train again.")
+    finished = stored.get("status") == "finished" and (run_dir / BEST_NAME).is_file()
+    if not resume:
+        what = "a finished run" if finished else "an interrupted run"
+        action = "reuse it" if finished else "continue it"
+        raise FileExistsError(f"{run_dir} already holds {what} with this configuration; pass "
+                              f"resume=True to {action}, or overwrite=True to train from scratch.")
+    return "finished" if finished else "interrupted"
+
+
+def _check_is_run(run_dir: Path) -> dict:
+    """The stored config.json; refuses folders that are not run folders."""
+    path = run_dir / CONFIG_NAME
+    if not path.is_file():
+        raise FileExistsError(f"{run_dir} is not empty and has no {CONFIG_NAME}, so it is not a "
+                              "training run folder; it was left untouched. Choose another run_dir.")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); delete that run folder or pass "
+                         "overwrite=True") from error
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    keys = sorted(set(old) | set(new))
+    out = []
+    for key in keys:
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def _write_json(path: Path, value: dict) -> None:
+    """Atomic write: a temporary sibling, then rename (a crash never leaves half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(_jsonable(value), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def read_history(run_dir: Path) -> pd.DataFrame:
+    """history.csv as a DataFrame, one row per epoch (a repeated epoch keeps its last row)."""
+    path = Path(run_dir) / HISTORY_NAME
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame(columns=["epoch"])
+    history = pd.read_csv(path)
+    return history.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+
+
+def _reuse(run_dir: Path, model_name: str, config: dict, progress: bool) -> TrainResult:
+    import keras
+
+    from allnet_lib import models  # noqa: F401  (registers the custom layers for loading)
+
+    stored = json.loads((run_dir / CONFIG_NAME).read_text())
+    _say(progress, f"reusing the finished run in {run_dir} (same configuration; pass "
+                   "overwrite=True to train again)")
+    model = keras.saving.load_model(run_dir / BEST_NAME)
+    return TrainResult(model_name, model, read_history(run_dir), run_dir, run_dir / BEST_NAME,
+                       run_dir / LAST_NAME, float(stored.get("seconds", 0.0)),
+                       float(stored.get("images_per_second") or 0.0), config, reused=True,
+                       best_epoch=stored.get("best_epoch"))
+
+
+# --------------------------------------------------------------------------------------------
+# fitting
+# --------------------------------------------------------------------------------------------
+def _fit(spec, train, val, profile, run_dir, config, *, data, progress, extra_callbacks,
+         weights, notes) -> TrainResult:
+    import keras
+
+    backend = keras.backend.backend()
+    keras.backend.clear_session()
+    gc.collect()
+    keras.utils.set_random_seed(profile.seed)
+    restored_epoch = _trim_history_to_backup(run_dir)
+    gpu = has_gpu(backend)
+    distribution = _distribution(backend)
+    n_devices = _replicas(distribution)
+    if n_devices > 1:
+        _say(progress, f"data-parallel training on {n_devices} devices")
+    with _precision(gpu), _scope(distribution, backend):
+        model = _build_and_compile(spec, profile, config, weights, backend, gpu)
+    train_data, val_data = _datasets(train, val, profile, config["image_size"], data,
+                                     n_devices, progress)
+    history_so_far = read_history(run_dir)
+    best = _BestCheckpoint(run_dir / BEST_WEIGHTS, profile.monitor,
+                           _best_so_far(history_so_far, profile.monitor))
+    timer = _EpochTimer()
+    callbacks = [timer, keras.callbacks.CSVLogger(str(run_dir / HISTORY_NAME), append=True), best]
+    if profile.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(profile.monitor,
+                                                       patience=profile.early_stopping_patience))
+    callbacks.append(keras.callbacks.BackupAndRestore(str(run_dir / BACKUP_DIR)))
+    verbose = 0
+    if progress:
+        if _is_terminal():
+            verbose = 1
+        else:
+            callbacks.insert(1, EpochLines(spec.name, config, profile.epochs, profile.monitor))
+    if restored_epoch:
+        _say(progress, f"resuming the interrupted run in {run_dir} after epoch {restored_epoch}")
+    with _scope(distribution, backend):
+        model.fit(train_data, validation_data=val_data, epochs=profile.epochs,
+                  class_weight=_class_weight(train) if profile.class_weight else None,
+                  callbacks=callbacks + extra_callbacks, verbose=verbose,
+                  shuffle=False)  # the datasets shuffle themselves, every epoch
+    _save_atomic(model, run_dir / LAST_NAME)
+    if (run_dir / BEST_WEIGHTS).is_file():
+        model.load_weights(run_dir / BEST_WEIGHTS)
+    _save_atomic(model, run_dir / BEST_NAME)  # the last epoch if no epoch had a score
+    (run_dir / BEST_WEIGHTS).unlink(missing_ok=True)
+    return _finish(spec.name, model, run_dir, config, backend, data, notes)
+
+
+def _finish(model_name, model, run_dir, config, backend, data, notes) -> TrainResult:
+    history = read_history(run_dir)
+    monitor = config["profile"]["monitor"]
+    seconds = float(history["seconds"].sum()) if "seconds" in history else 0.0
+    speed = images_per_second(history, config["n_train"])
+    best_epoch = None
+    if monitor in history and history[monitor].notna().any():
+        index = history[monitor].idxmax() if "accuracy" in monitor else history[monitor].idxmin()
+        best_epoch = int(history.loc[index, "epoch"]) + 1  # 1-based, as printed
+    _write_json(run_dir / CONFIG_NAME, {
+        "config": config, "status": "finished", "environment": environment(backend, data),
+        "epochs_run": int(len(history)), "best_epoch": best_epoch, "seconds": seconds,
+        "images_per_second": speed, "notes": notes})
+    return TrainResult(model_name, model, history, run_dir, run_dir / BEST_NAME,
+                       run_dir / LAST_NAME, seconds, speed, config, best_epoch=best_epoch,
+                       notes=notes)
+
+
+def images_per_second(history: pd.DataFrame, n_train: int) -> float:
+    """Training images per second of a median epoch; the first epoch (graph tracing, start-up)
+    is left out when there are others."""
+    if "train_seconds" not in history or history.empty:
+        return float("nan")
+    times = history["train_seconds"].to_numpy(dtype=float)
+    times = times[1:] if len(times) > 1 else times
+    return float(n_train / np.median(times)) if np.median(times) > 0 else float("nan")
+
+
+def _build_and_compile(spec, profile, config, weights, backend, gpu):
+    import keras
+
+    from allnet_lib import models
+
+    model = models.build_model(spec.name, config["image_size"], weights=weights)
+    if profile.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(profile.learning_rate, momentum=profile.momentum)
+    else:
+        optimizer = keras.optimizers.Adam(profile.learning_rate)
+    jit = True if backend == "jax" else (gpu if backend == "tensorflow" else False)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"], jit_compile=jit and not profile.run_eagerly,
+                  run_eagerly=profile.run_eagerly)
+    return model
+
+
+def _datasets(train, val, profile, image_size, data, n_devices, progress):
+    from allnet_lib import pipeline
+
+    batch = profile.batch_size
+    if data == "files":
+        common = dict(image_size=image_size, crop=profile.crop, batch_size=batch)
+        return (pipeline.make_dataset(train, shuffle=True, augment=profile.augment,
+                                      seed=profile.seed, **common),
+                pipeline.make_dataset(val, **common))
+    multiple = max(1, n_devices)
+    batch = max(multiple, batch - batch % multiple)
+    x, y = pipeline.load_arrays(train, image_size=image_size, crop=profile.crop, progress=progress)
+    xv, yv = pipeline.load_arrays(val, image_size=image_size, crop=profile.crop, progress=progress)
+    return (pipeline.array_batches(x, y, batch_size=batch, shuffle=True, augment=profile.augment,
+                                   seed=profile.seed, multiple_of=multiple),
+            pipeline.array_batches(xv, yv, batch_size=batch, multiple_of=multiple))
+
+
+def _class_weight(train: pd.DataFrame) -> dict:
+    """Balanced weights n / (classes * n_c): each class contributes equally to the loss."""
+    y = train["label"].map({c: i for i, c in enumerate(CLASSES)}).to_numpy()
+    counts = np.bincount(y, minlength=len(CLASSES))
+    present = counts > 0
+    return {i: float(len(y) / (present.sum() * n)) for i, n in enumerate(counts) if n > 0}
+
+
+def _trim_history_to_backup(run_dir: Path) -> int:
+    """Epochs the backup holds; history rows after it (logged, then killed before the backup)
+    are dropped so they are not counted twice when training continues."""
+    meta = run_dir / BACKUP_DIR / "training_metadata.json"
+    epoch = 0
+    if meta.is_file():
+        with contextlib.suppress(ValueError, KeyError):
+            epoch = int(json.loads(meta.read_text())["epoch"])
+    history_path = run_dir / HISTORY_NAME
+    if history_path.is_file() and history_path.stat().st_size:
+        history = read_history(run_dir)
+        kept = history[history["epoch"] < epoch]
+        if len(kept) != len(history):
+            tmp = history_path.with_name(f".{HISTORY_NAME}.tmp")
+            kept.to_csv(tmp, index=False)
+            os.replace(tmp, history_path)
+    return epoch
+
+
+def _best_so_far(history: pd.DataFrame, monitor: str):
+    if monitor not in history or history[monitor].isna().all():
+        return None
+    return float(history[monitor].max() if "accuracy" in monitor else history[monitor].min())
+
+
+def _save_atomic(model, path: Path, *, weights_only: bool = False) -> None:
+    """Save to a temporary sibling, then rename: a crash mid-save never leaves a broken file."""
+    suffix = ".weights.h5" if weights_only else ".keras"
+    tmp = path.with_name(f".{path.name.split('.')[0]}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
+    try:
+        model.save_weights(tmp) if weights_only else model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# --------------------------------------------------------------------------------------------
+# devices, precision, distribution
+# --------------------------------------------------------------------------------------------
+def _devices(backend: str) -> list:
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return [d.name for d in tf.config.list_logical_devices("GPU")] or \
+            [d.name for d in tf.config.list_logical_devices("CPU")]
+    import keras
+
+    try:
+        return list(keras.distribution.list_devices())
+    except Exception:  # backends without keras.distribution support (e.g. torch)
+        return ["cpu:0"]
+
+
+def has_gpu(backend: str | None = None) -> bool:
+    """Whether the backend sees a GPU (decides mixed precision and XLA)."""
+    import keras
+
+    backend = backend or keras.backend.backend()
+    return any("gpu" in str(d).lower() for d in _devices(backend))
+
+
+def _distribution(backend: str):
+    """A data-parallel strategy when several devices of one kind are visible, else None.
+
+    Several logical CPUs exist only when someone split the CPU on purpose (to test multi-device
+    code without GPUs), so they count as a request for data parallelism too."""
+    devices = _devices(backend)
+    if len(devices) < 2:
+        return None
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.distribute.MirroredStrategy(devices)
+    if backend == "jax":
+        import keras
+
+        return keras.distribution.DataParallel(devices=devices)
+    return None
+
+
+def _replicas(distribution) -> int:
+    """How many devices share each batch (1 without a distribution)."""
+    if distribution is None:
+        return 1
+    if hasattr(distribution, "num_replicas_in_sync"):  # tf.distribute
+        return int(distribution.num_replicas_in_sync)
+    return int(np.asarray(distribution.device_mesh.devices).size)  # keras.distribution
+
+
+@contextlib.contextmanager
+def _scope(distribution, backend: str):
+    """Build, compile and fit inside the strategy (both kinds have ``.scope()``)."""
+    if distribution is None:
+        yield
+    else:
+        with distribution.scope():
+            yield
+
+
+@contextlib.contextmanager
+def _precision(gpu: bool):
+    """mixed_float16 while building on a GPU (the softmax stays float32), then back."""
+    import keras
+
+    if not gpu:
+        yield
+        return
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+# --------------------------------------------------------------------------------------------
+# callbacks
+# --------------------------------------------------------------------------------------------
+def _keras_callback():
+    import keras
+
+    return keras.callbacks.Callback
+
+
+class _EpochTimer(_keras_callback()):
+    """Adds ``seconds`` (whole epoch) and ``train_seconds`` (before validation) to the logs,
+    so history.csv records the speed of every epoch."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+        self._train_end = None
+
+    def on_test_begin(self, logs=None):
+        if getattr(self, "_start", None) is not None and self._train_end is None:
+            self._train_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            now = time.perf_counter()
+            logs["seconds"] = now - self._start
+            logs["train_seconds"] = (self._train_end or now) - self._start
+        self._start = None
+
+
+class _BestCheckpoint(_keras_callback()):
+    """Save the weights whenever ``monitor`` improves. Weights only (a third of a ``.keras``
+    file with Adam's state, and much faster to write); the run's end turns them into
+    best.keras. Written to a temporary file and renamed, so a crash mid-save breaks nothing."""
+
+    def __init__(self, path: Path, monitor: str, best=None):
+        super().__init__()
+        self.path, self.monitor = Path(path), monitor
+        self.maximise = "accuracy" in monitor
+        self.best = best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return
+        better = self.best is None or (value > self.best if self.maximise else value < self.best)
+        if better:
+            self.best = float(value)
+            _save_atomic(self.model, self.path, weights_only=True)
+
+
+class EpochLines(_keras_callback()):
+    """One compact line per epoch (every k-th epoch beyond 25, so at most about 25 lines): renders
+    cleanly in executed notebooks and logs, where batch-level bars would leave thousands of
+    lines or widget placeholders."""
+
+    def __init__(self, model_name: str, config: dict, epochs: int, monitor: str):
+        super().__init__()
+        self.model_name, self.config, self.epochs, self.monitor = model_name, config, epochs, monitor
+        self.every = max(1, math.ceil(epochs / MAX_EPOCH_LINES))
+        self.best = None
+
+    def on_train_begin(self, logs=None):
+        c = self.config
+        print(f"{self.model_name}: {c['image_size']}px, {c['n_train']} training / {c['n_val']} "
+              f"validation images, {self.epochs} epochs", flush=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        value = logs.get(self.monitor)
+        maximise = "accuracy" in self.monitor
+        if value is not None and (self.best is None or
+                                  (value > self.best[0] if maximise else value < self.best[0])):
+            self.best = (value, epoch + 1)
+        if (epoch + 1) % self.every and epoch + 1 != self.epochs:
+            return
+        parts = [f"epoch {epoch + 1:>{len(str(self.epochs))}}/{self.epochs}"]
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            if key in logs:
+                parts.append(f"{key} {logs[key]:.3f}")
+        parts.append(f"{logs.get('seconds', 0):.0f}s")
+        if self.best is not None:
+            parts.append(f"(best {self.monitor} {self.best[0]:.3f} at epoch {self.best[1]})")
+        print("  ".join(parts), flush=True)
+
+
+def _is_terminal() -> bool:
+    """Keras's own batch-level bar is right in a terminal, not in notebooks or CI logs."""
+    try:
+        return sys.stdout.isatty() and "ipykernel" not in sys.modules
+    except (AttributeError, ValueError):
+        return False
+
+
+def _say(progress: bool, *lines: str) -> None:
+    if progress:
+        for line in lines:
+            print(line, flush=True)

@@ -1,0 +1,100 @@
+"""Run profiles: the report's recipe, CPU sizes that every model accepts, clear override errors."""
+
+import dataclasses
+
+import pytest
+
+from allnet_lib.models import MODEL_SPECS, list_models
+from allnet_lib.profiles import PROFILES, Profile, get_profile
+
+
+def test_the_three_profiles_exist():
+    assert set(PROFILES) == {"smoke", "demo", "seed"}
+    for profile in PROFILES.values():
+        assert isinstance(profile, Profile)
+        assert set(profile.image_sizes) == set(list_models())
+        assert profile.description
+
+
+def test_seed_profile_is_the_report_recipe():
+    p = get_profile("seed")
+    assert (p.optimizer, p.learning_rate, p.batch_size, p.epochs) == ("sgd", 0.0002, 30, 100)
+    assert p.monitor == "val_accuracy" and p.crop == 400 and p.augment
+    assert p.image_sizes == {"alexnet": 227, "vgg16": 224, "resnet50": 224,
+                             "inception_v3": 299, "proposed": 300}
+    assert p.image_sizes == {name: spec.report_size for name, spec in MODEL_SPECS.items()}
+    assert p.max_train_images is None
+
+
+@pytest.mark.parametrize("name", ["smoke", "demo", "seed"])
+def test_every_model_accepts_its_profile_size(name):
+    profile = get_profile(name)
+    for model in list_models():
+        assert profile.image_size(model) >= MODEL_SPECS[model].min_size
+
+
+def test_smoke_uses_the_smallest_sizes_and_few_images():
+    p = get_profile("smoke")
+    assert p.image_sizes == {name: spec.min_size for name, spec in MODEL_SPECS.items()}
+    assert p.epochs == 1 and p.max_train_images <= 16
+
+
+def test_demo_profile_is_cpu_sized_and_says_why():
+    p = get_profile("demo")
+    assert max(p.image_sizes.values()) <= 96 and p.epochs <= 10
+    assert p.image_sizes == {name: spec.demo_size for name, spec in MODEL_SPECS.items()}
+    assert "report" in p.description
+
+
+def test_overrides_return_a_new_profile_and_keep_the_original():
+    p = get_profile("demo", epochs=2, learning_rate=1e-3)
+    assert (p.epochs, p.learning_rate) == (2, 1e-3)
+    assert get_profile("demo").epochs == PROFILES["demo"].epochs
+    assert get_profile(p) is p
+
+
+def test_image_size_overrides():
+    assert set(get_profile("demo", image_size=80).image_sizes.values()) == {80}
+    partial = get_profile("demo", image_sizes={"alexnet": 227})
+    assert partial.image_size("alexnet") == 227
+    assert partial.image_size("vgg16") == PROFILES["demo"].image_size("vgg16")
+
+
+def test_unknown_field_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown profile field\(s\) \['epoch'\].*epochs"):
+        get_profile("demo", epoch=3)
+
+
+def test_unknown_profile_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown profile 'fast'.*smoke, demo, seed"):
+        get_profile("fast")
+
+
+def test_bad_values_fail_early():
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        get_profile("demo", optimizer="rmsprop")
+    with pytest.raises(ValueError, match="epochs must be at least 1"):
+        get_profile("demo", epochs=0)
+    with pytest.raises(ValueError, match="unknown model"):
+        get_profile("demo", image_sizes={"lenet": 32})
+
+
+def test_profiles_are_frozen_and_serialisable():
+    p = get_profile("smoke")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.epochs = 5
+    d = p.to_dict()
+    assert d["name"] == "smoke" and d["image_sizes"]["vgg16"] == 32
+    assert Profile(**d) == p
+
+
+def test_default_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("ALLNET_PROFILE", "smoke")
+    assert get_profile().name == "smoke"
+    monkeypatch.delenv("ALLNET_PROFILE")
+    assert get_profile().name == "demo"
+
+
+def test_image_size_of_an_unknown_model():
+    with pytest.raises(ValueError, match="no image size for model 'lenet'"):
+        get_profile("demo").image_size("lenet")

@@ -1,0 +1,57 @@
+"""allnet_lib.theory.figures: every theory figure draws from the library's own outputs."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from allnet_lib.theory import classify, descent as D, figures as F, layers as L, toy_data  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def test_chapter_1_figures():
+    fig = F.plot_class_balance(classify.CNMC_TRAIN_COUNTS)
+    assert len(fig.axes) == 2 and "68.2%" in [t.get_text() for t in fig.axes[1].texts]
+    X, y = toy_data.make_moons(40, seed=0)
+    fig = F.plot_features(X, y, names=("a", "b"), theta=(1.0, 1.0, 0.0))
+    assert fig.axes[0].get_xlabel() == "a" and len(fig.axes[0].lines) == 1
+    fig = F.plot_decision_regions(lambda P: L.sigmoid(P[:, 0]), X, y, resolution=20)
+    assert len(fig.axes) == 1
+
+
+def test_chapter_2_figures():
+    x, y = toy_data.make_line(30, seed=0)
+    runs = D.compare_variants(D.mse_loss, D.mse_grad, [0.0, 0.0], x, y, learning_rate=0.05, epochs=2)
+    surface = D.loss_surface(D.mse_loss, x, y, (-1, 3), (-2, 2), n=15)
+    fig = F.plot_paths(surface, runs, optimum=D.least_squares(x, y))
+    assert len(fig.axes) == 3 and "updates" in fig.axes[1].get_title()
+    fig = F.plot_loss_curves(runs, optimum_loss=D.mse_loss(D.least_squares(x, y), x, y))
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 4
+
+
+def test_chapter_4_to_6_figures():
+    fig = F.plot_activations({n: L.get_activation(n) for n in ("relu", "tanh")})
+    assert len(fig.axes[0].lines) == 3  # two curves and the zero line
+    z = np.linspace(-5, 5, 11)
+    ce, mse = L.sigmoid_output_grads(z, np.ones_like(z))
+    fig = F.plot_saturation(z, {"ce": z, "mse": z}, {"ce": ce, "mse": mse})
+    assert len(fig.axes) == 2
+    shown = F.for_display(np.array([[-5.0, 0.0], [1.0, 7.0]]))
+    assert shown.min() == 0.0 and shown.max() == 1.0
+    fig = F.plot_polynomial_fits([0, 1], [0, 1], {"line": ([0, 1], [0, 1])}, x_true=[0, 1], y_true=[0, 1])
+    assert len(fig.axes) == 1
+    fig = F.plot_coefficients({"a": np.array([1.0, -200.0, 0.0]), "b": np.zeros(3)})
+    assert len(fig.axes[0].patches) == 6
+    curve = pd.DataFrame({"loss": [1.0, 0.5], "val_loss": [1.1, 0.9]}, index=[1, 2])
+    fig = F.plot_regularisation_curves({"a": curve, "b": curve}, stops={"a": 2}, ncols=3)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 2 and "+0.40" in visible[0].get_title()
