@@ -340,11 +340,22 @@ def _fit(spec, train, val, profile, run_dir, config, *, data, progress, extra_ca
                   callbacks=callbacks + extra_callbacks, verbose=verbose,
                   shuffle=False)  # the datasets shuffle themselves, every epoch
     _save_atomic(model, run_dir / LAST_NAME)
-    if (run_dir / BEST_WEIGHTS).is_file():
-        model.load_weights(run_dir / BEST_WEIGHTS)
-    _save_atomic(model, run_dir / BEST_NAME)  # the last epoch if no epoch had a score
-    (run_dir / BEST_WEIGHTS).unlink(missing_ok=True)
+    _write_best(model, run_dir, best)
     return _finish(spec.name, model, run_dir, config, backend, data, notes)
+
+
+def _write_best(model, run_dir: Path, best: "_BestCheckpoint") -> None:
+    """best.keras from the best epoch's weights; a plain copy of last.keras when the last epoch
+    was the best (or no epoch had a score), which saves serialising the model twice."""
+    weights = run_dir / BEST_WEIGHTS
+    if weights.is_file() and not best.last_epoch_was_best:
+        model.load_weights(weights)
+        _save_atomic(model, run_dir / BEST_NAME)
+    else:
+        tmp = run_dir / f".{BEST_NAME}.{uuid.uuid4().hex[:8]}.tmp"
+        shutil.copyfile(run_dir / LAST_NAME, tmp)
+        os.replace(tmp, run_dir / BEST_NAME)
+    weights.unlink(missing_ok=True)
 
 
 def _finish(model_name, model, run_dir, config, backend, data, notes) -> TrainResult:
@@ -381,15 +392,35 @@ def _build_and_compile(spec, profile, config, weights, backend, gpu):
     from allnet_lib import models
 
     model = models.build_model(spec.name, config["image_size"], weights=weights)
+    if profile.bn_momentum is not None:
+        set_bn_momentum(model, profile.bn_momentum)
+    rate = profile.learning_rate_for(spec.name)
     if profile.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(profile.learning_rate, momentum=profile.momentum)
+        optimizer = keras.optimizers.SGD(rate, momentum=profile.momentum)
     else:
-        optimizer = keras.optimizers.Adam(profile.learning_rate)
+        optimizer = keras.optimizers.Adam(rate)
     jit = True if backend == "jax" else (gpu if backend == "tensorflow" else False)
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"], jit_compile=jit and not profile.run_eagerly,
+                  metrics=["accuracy", models.BalancedAccuracy()],
+                  jit_compile=jit and not profile.run_eagerly,
                   run_eagerly=profile.run_eagerly)
     return model
+
+
+def set_bn_momentum(model, momentum: float) -> int:
+    """Set the momentum of every BatchNormalization layer (nested models included); returns
+    how many. Keras' default 0.99 averages over about 100 steps: a short run from scratch ends
+    with running statistics that lag behind its weights, so inference-mode outputs collapse."""
+    import keras
+
+    count = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            count += set_bn_momentum(layer, momentum)
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(momentum)
+            count += 1
+    return count
 
 
 def _datasets(train, val, profile, image_size, data, n_devices, progress):
@@ -573,15 +604,18 @@ class _BestCheckpoint(_keras_callback()):
         self.path, self.monitor = Path(path), monitor
         self.maximise = "accuracy" in monitor
         self.best = best
+        self.last_epoch_was_best = False
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
+        self.last_epoch_was_best = False
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return
         better = self.best is None or (value > self.best if self.maximise else value < self.best)
         if better:
             self.best = float(value)
             _save_atomic(self.model, self.path, weights_only=True)
+            self.last_epoch_was_best = True
 
 
 class EpochLines(_keras_callback()):
@@ -610,7 +644,9 @@ class EpochLines(_keras_callback()):
         if (epoch + 1) % self.every and epoch + 1 != self.epochs:
             return
         parts = [f"epoch {epoch + 1:>{len(str(self.epochs))}}/{self.epochs}"]
-        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        keys = ["loss", "accuracy", "val_loss", "val_accuracy"]
+        keys += [self.monitor] if self.monitor not in keys else []
+        for key in keys:
             if key in logs:
                 parts.append(f"{key} {logs[key]:.3f}")
         parts.append(f"{logs.get('seconds', 0):.0f}s")

@@ -127,3 +127,15 @@ def test_custom_layers_compute_and_round_trip(tmp_path):
     again = keras.saving.load_model(tmp_path / "tiny.keras")
     batch = np.random.default_rng(2).random((2, 8, 8, 3)).astype("float32")
     np.testing.assert_allclose(np.asarray(again(batch)), np.asarray(tiny(batch)), rtol=1e-5)
+
+
+def test_balanced_accuracy_ignores_the_class_balance():
+    metric = models.BalancedAccuracy()
+    y = np.array([1, 1, 1, 0])
+    always_all = np.array([[0.2, 0.8]] * 4, dtype="float32")
+    metric.update_state(y, always_all)
+    assert float(metric.result()) == pytest.approx(0.5)  # plain accuracy would say 0.75
+    metric.reset_state()
+    metric.update_state(y, np.array([[0.1, 0.9], [0.9, 0.1], [0.3, 0.7], [0.6, 0.4]], "float32"))
+    assert float(metric.result()) == pytest.approx((2 / 3 + 1) / 2)
+    assert models.BalancedAccuracy.from_config(metric.get_config()).num_classes == 2

@@ -60,6 +60,15 @@ def test_image_size_overrides():
     assert partial.image_size("vgg16") == PROFILES["demo"].image_size("vgg16")
 
 
+def test_per_model_learning_rates():
+    p = get_profile("demo", learning_rate=1e-4, learning_rates={"resnet50": 1e-3})
+    assert p.learning_rate_for("resnet50") == 1e-3 and p.learning_rate_for("vgg16") == 1e-4
+    with pytest.raises(ValueError, match="unknown model"):
+        get_profile("demo", learning_rates={"lenet": 1e-3})
+    with pytest.raises(ValueError, match="bn_momentum must be in"):
+        get_profile("demo", bn_momentum=1.5)
+
+
 def test_unknown_field_lists_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown profile field\(s\) \['epoch'\].*epochs"):
         get_profile("demo", epoch=3)
