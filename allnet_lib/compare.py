@@ -12,7 +12,6 @@ image-level split is its *optimism gap*: how much of its score came from recogni
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import json
 import os
@@ -100,10 +99,9 @@ def experiment_config(model_name: str, split, profile) -> dict:
     Two runs with equal configs are the same experiment, so a finished record can be reused.
     """
     from allnet_lib.split import manifest_hash
-    from allnet_lib.train import _NOT_COMPARED
+    from allnet_lib.train import comparable_settings
 
-    settings = profile.to_dict() if hasattr(profile, "to_dict") else dataclasses.asdict(profile)
-    settings = {key: value for key, value in settings.items() if key not in _NOT_COMPARED}
+    settings = comparable_settings(profile)
     return evaluate._jsonable({
         "model": model_name,
         "profile": settings,

@@ -35,6 +35,7 @@ several logical devices on purpose) training is data-parallel through
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import json
 import math
@@ -58,7 +59,14 @@ BEST_WEIGHTS = ".best.weights.h5"  # during training; becomes best.keras when th
 CARVED_VAL_SIZE = 0.2  # share of training images moved to validation when a split has none
 MAX_EPOCH_LINES = 25   # notebook progress: at most about this many epoch lines
 # profile fields that do not change what a run computes (left out of config comparisons)
-_NOT_COMPARED = ("description", "demo_images", "run_eagerly")
+NOT_COMPARED = ("description", "demo_images", "run_eagerly")
+
+
+def comparable_settings(profile) -> dict:
+    """The profile's fields that decide what a run computes: two runs whose settings (and data,
+    model and seed) are equal are the same experiment, so a finished one can be reused."""
+    settings = profile.to_dict() if hasattr(profile, "to_dict") else dataclasses.asdict(profile)
+    return {key: value for key, value in settings.items() if key not in NOT_COMPARED}
 
 
 @dataclass
@@ -190,7 +198,7 @@ def run_config(model_name, split, profile, train, val, val_source, weights=None)
         "model": model_name,
         "image_size": profile.image_size(model_name),
         "weights": None if weights is None else str(weights),
-        "profile": {k: v for k, v in profile.to_dict().items() if k not in _NOT_COMPARED},
+        "profile": comparable_settings(profile),
         "split": split.name,
         "split_hash": manifest_hash(split),
         "train_hash": manifest_hash(train),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import json
 
 import numpy as np
@@ -67,6 +68,13 @@ def test_compare_prints_the_table_and_writes_results(compared):
     table = pd.read_csv(folder / "results.csv")
     assert table.loc[0, "model"] == "proposed" and 0 <= table.loc[0, "accuracy"] <= 1
     assert "| model |" in (folder / "results.md").read_text()
+    baseline = re.search(r"baseline, always answering 'all' on the same test images: accuracy ([\d.]+), "
+                         r"weighted F1 ([\d.]+), balanced accuracy 50\.0", out)
+    assert baseline, out
+    accuracy, weighted_f1 = map(float, baseline.groups())
+    share = accuracy / 100  # the baseline's accuracy is the ALL share; its weighted F1 follows
+    assert weighted_f1 == pytest.approx(100 * share * 2 * share / (1 + share), abs=0.1)
+    assert baseline.group(0) in (folder / "results.md").read_text()
 
 
 def test_compare_again_reuses_the_record_without_training(compared, demo, capsys):

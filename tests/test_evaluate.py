@@ -253,3 +253,13 @@ def test_evaluate_model_on_image_files(tmp_path):
     save_record(record, tmp_path / "record.json")
     with pytest.raises(ValueError, match="no label"):
         evaluate.evaluate_model(BrightnessModel(), table.assign(y=np.nan), image_size=32, progress=False)
+
+
+def test_always_all_baseline_scores_the_majority_share():
+    table = pd.DataFrame({"y": [1, 1, 1, 0], "subject": ["a", "a", "b", "H1"]})
+    base = evaluate.always_all_baseline(table)
+    assert base["accuracy"] == 0.75 and base["sensitivity"] == 1.0 and base["specificity"] == 0.0
+    assert base["weighted_f1"] == pytest.approx(0.75 * (2 * 0.75 / 1.75))  # F1 of hem is 0
+    assert base["balanced_accuracy"] == 0.5
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['subject'\]"):
+        evaluate.always_all_baseline(table.drop(columns="subject"))

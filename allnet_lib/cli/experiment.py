@@ -381,13 +381,23 @@ def run_compare(args) -> int:
     print()
     print(readable.to_string(index=False))
     print(f"\nreference column: {compare.REPORT_TABLE2_NOTE}")
+    baseline = _baseline_line(evaluate.always_all_baseline(split.test))
+    print(baseline)
     records = [evaluate.load_record(p) for p in table["record_path"]]
     notes = sorted({w for r in records if (w := (r["metrics"].get("ci") or {}).get("warning"))})
     for note in notes:
         print(f"note: {note}")
-    written = _write_compare_outputs(out, table, readable, records, notes, profile, split, folder)
+    written = _write_compare_outputs(out, table, readable, records, notes + [baseline], profile,
+                                     split, folder)
     print("wrote: " + ", ".join(str(p) for p in written))
     return 0
+
+
+def _baseline_line(metrics: dict) -> str:
+    """One line for the always-ALL baseline, the floor every model must clear."""
+    return (f"baseline, always answering 'all' on the same test images: accuracy "
+            f"{100 * metrics['accuracy']:.1f}, weighted F1 {100 * metrics['weighted_f1']:.1f}, "
+            f"balanced accuracy {100 * metrics['balanced_accuracy']:.1f}")
 
 
 def _write_compare_outputs(out: Path, table, readable, records, notes, profile, split,
