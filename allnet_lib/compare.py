@@ -488,6 +488,38 @@ def load_leakage(out_dir) -> dict:
     return json.loads(path.read_text())
 
 
+def leakage_verdict(result: dict, metric: str = "accuracy") -> str:
+    """One sentence saying what the leakage experiment found, from its numbers alone.
+
+    The optimism gap is the image split's score on its own test part minus its score on the
+    held-out subjects. Whether that gap means anything depends on the two 95 % intervals (over
+    subjects): a gap whose intervals overlap is not told apart from noise by this run. The
+    sentence is computed, so a page never claims a direction the run did not show."""
+    image = result["results"]["image"]
+    own, held = image["test"].get(metric), image["heldout"].get(metric)
+    if own is None or held is None:
+        return f"leakage experiment ({result['model']}): {metric} could not be computed on both parts"
+    own_ci = image["test"].get(f"{metric}_ci") or (None, None)
+    held_ci = image["heldout"].get(f"{metric}_ci") or (None, None)
+    gap = own - held
+    facts = (f"{metric} {own:.3f} on its own test part (people seen in training) vs {held:.3f} on "
+             f"held-out subjects, gap {gap:+.3f}")
+    if None not in (*own_ci, *held_ci):
+        facts += f"; 95% intervals [{own_ci[0]:.3f}, {own_ci[1]:.3f}] and [{held_ci[0]:.3f}, {held_ci[1]:.3f}]"
+        separated = own_ci[0] > held_ci[1] if gap > 0 else own_ci[1] < held_ci[0]
+    else:
+        separated = False
+    who = f"random image split ({result['model']}, profile {result['profile']})"
+    if gap > 0 and separated:
+        return f"The {who} overstates its score on new people: {facts}; the intervals do not overlap."
+    if gap > 0:
+        return (f"The {who} scored higher on people it had seen: {facts}; the intervals overlap, "
+                "so this run cannot tell the gap from noise.")
+    return (f"This run measured no optimism of the {who}: {facts}. Seeing the test people in "
+            "training did not help this model at this budget; more subjects, epochs or seeds "
+            "would be needed to find a gap, if there is one.")
+
+
 def leakage_table(result: dict) -> pd.DataFrame:
     """The leakage experiment as rows (trained on x evaluated on) with CIs, for tables and plots."""
     rows = []

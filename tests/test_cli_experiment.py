@@ -169,7 +169,7 @@ def test_leakage_command_with_a_stand_in_trainer(tmp_path, monkeypatch, capsys):
     out = tmp_path / "leak"
     code, text = run(capsys, "leakage", "--model", "proposed", "--data", data, "--out", out, *SMOKE)
     assert code == 0, text
-    assert "optimism gap of the image-level split" in text and "held-out subjects" in text
+    assert "random image split (proposed, profile smoke)" in text and "held-out subjects" in text
     for name in ("leakage.json", "leakage.csv", "leakage.png", "image/record_heldout.json", "subject/record.json"):
         assert (out / name).is_file(), name
     code, text = run(capsys, "leakage", "--model", "proposed", "--data", data, "--out", out, *SMOKE)

@@ -176,3 +176,21 @@ def test_leakage_refuses_too_few_subjects_before_training(table, profile, fake_t
     with pytest.raises(ValueError, match="at least 4 subjects of each class"):
         leakage_experiment("proposed", small, profile)
     assert fake_train == []
+
+
+def _leakage_result(own, own_ci, held, held_ci):
+    part = lambda value, ci: {"accuracy": value, "accuracy_ci": ci}
+    return {"model": "alexnet", "profile": "demo",
+            "results": {"image": {"test": part(own, own_ci), "heldout": part(held, held_ci)}}}
+
+
+@pytest.mark.parametrize("own, own_ci, held, held_ci, expected", [
+    (0.95, [0.92, 0.97], 0.80, [0.72, 0.86], "overstates its score on new people: accuracy 0.950"),
+    (0.85, [0.78, 0.90], 0.80, [0.72, 0.86], "the intervals overlap, so this run cannot tell"),
+    (0.70, [0.58, 0.81], 0.76, [0.71, 0.85], "measured no optimism"),
+    (0.90, None, 0.80, None, "so this run cannot tell the gap from noise"),
+])
+def test_leakage_verdict_follows_the_numbers(own, own_ci, held, held_ci, expected):
+    verdict = compare.leakage_verdict(_leakage_result(own, own_ci, held, held_ci))
+    assert expected in verdict
+    assert f"gap {own - held:+.3f}" in verdict

@@ -472,9 +472,8 @@ def run_leakage(args) -> int:
                   "accuracy", "weighted_f1", "roc_auc", "subject_accuracy"]]
     print()
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    gap = result["optimism_gap"]["accuracy"]
-    print(f"\noptimism gap of the image-level split (accuracy, own test minus held-out subjects): "
-          + ("n/a" if gap is None else f"{gap:+.3f}"))
+    print()
+    print(compare.leakage_verdict(result))
     _plot_backend()
     written = [_write_text(out / "leakage.csv", rows.to_csv(index=False)),
                _save_figure(plots.plot_leakage(result).figure, out / "leakage.png"),
