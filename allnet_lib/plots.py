@@ -164,6 +164,33 @@ def _confusion_counts(source) -> np.ndarray:
     return cm
 
 
+def panel_grid(n: int, *, ncols: int = 3, panel: tuple[float, float] = (4.2, 3.6)):
+    """A figure of ``n`` panels, at most ``ncols`` per row, and its axes (a flat list of ``n``).
+
+    Five panels in one row shrink to unreadable strips on a book page; rows of three stay legible."""
+    if n < 1:
+        raise ValueError(f"panel_grid: need at least one panel, got {n}")
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel[0] * ncols, panel[1] * nrows), squeeze=False)
+    axes = list(axes.flat)
+    for extra in axes[n:]:
+        fig.delaxes(extra)
+    return fig, axes[:n]
+
+
+def plot_confusions(records, *, ncols: int = 3, normalize: str | None = None):
+    """One confusion matrix per record (a list or a {name: record} dict), in rows of ``ncols``."""
+    by_name = _records_by_name(records)
+    if not by_name:
+        raise ValueError("plot_confusions: no records to plot")
+    fig, axes = panel_grid(len(by_name), ncols=ncols)
+    for ax, (name, record) in zip(axes, by_name.items()):
+        plot_confusion(record, ax=ax, normalize=normalize, title=name)
+    fig.tight_layout()
+    return fig
+
+
 def plot_confusion(cm_or_record, ax=None, normalize: str | None = None, *, title: str | None = None):
     """Heatmap of a confusion matrix in the library's order (rows true, columns predicted; hem, all).
 
@@ -306,10 +333,9 @@ def plot_results(records_or_table, metrics: Sequence[str] = ("accuracy", "weight
     table = _results_frame(records_or_table)
     if table.empty:
         raise ValueError("plot_results: no results to plot")
-    fig, axes = plt.subplots(1, len(metrics), figsize=(max(4.0, 0.9 * len(table) + 1.5) * len(metrics), 3.8),
-                             squeeze=False)
+    fig, axes = panel_grid(len(metrics), panel=(max(4.0, 0.9 * len(table) + 1.5), 3.8))
     x = np.arange(len(table))
-    for ax, metric in zip(axes.flat, metrics):
+    for ax, metric in zip(axes, metrics):
         values = pd.to_numeric(table[metric], errors="coerce").to_numpy(dtype=float)
         low = pd.to_numeric(table.get(f"{metric}_ci_low"), errors="coerce")
         high = pd.to_numeric(table.get(f"{metric}_ci_high"), errors="coerce")

@@ -125,3 +125,15 @@ def test_plot_leakage_shows_four_bars():
     assert len(ax.patches) == 4
     assert "optimism" in ax.get_title()
     assert [t.get_text() for t in ax.get_xticklabels()] == ["image-level split", "subject-level split"]
+
+
+def test_confusions_come_in_rows_of_three():
+    records = [fake_record(name, seed=k) for k, name in
+               enumerate(["alexnet", "vgg16", "resnet50", "inception_v3", "proposed"])]
+    fig = plots.plot_confusions(records)
+    assert len(fig.axes) == 5  # the sixth slot of the 2x3 grid is removed
+    rows = sorted({round(ax.get_position().y0, 3) for ax in fig.axes})
+    assert len(rows) == 2
+    assert [ax.get_title() for ax in fig.axes] == ["alexnet", "vgg16", "resnet50", "inception_v3", "proposed"]
+    with pytest.raises(ValueError, match="no records"):
+        plots.plot_confusions([])

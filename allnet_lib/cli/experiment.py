@@ -418,13 +418,7 @@ def _write_compare_outputs(out: Path, table, readable, records, notes, profile, 
         + "".join(f"\nNote: {note}.\n" for note in notes)))
     written = [csv, md, _save_figure(plots.plot_results(table), out / "results.png"),
                _save_figure(plots.plot_roc(records).figure, out / "roc.png")]
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(records), figsize=(4.2 * len(records), 3.8), squeeze=False)
-    for ax, record in zip(axes.flat, records):
-        plots.plot_confusion(record, ax=ax, title=record["name"])
-    fig.tight_layout()
-    written.append(_save_figure(fig, out / "confusion.png"))
+    written.append(_save_figure(plots.plot_confusions(records), out / "confusion.png"))
     histories = {r["name"]: read_history(Path(p).parent) for r, p in zip(records, table["record_path"])}
     histories = {k: v for k, v in histories.items() if len(v)}
     if histories:
