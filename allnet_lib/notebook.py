@@ -95,6 +95,16 @@ def quiet_tensorflow() -> None:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
+def settle_tensorflow_logger() -> None:
+    """Keep TensorFlow's Python warnings (e.g. "N out of the last M calls ... triggered
+    tf.function retracing") off the page. In an interactive kernel TensorFlow resets its logger
+    to INFO, on stdout, the first time it configures it, undoing :func:`quiet_tensorflow`; so
+    configure it now and lower it again."""
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and hasattr(tf, "get_logger"):
+        tf.get_logger().setLevel(logging.ERROR)
+
+
 def on_colab() -> bool:
     """Whether this kernel runs on Google Colab."""
     return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
@@ -154,6 +164,7 @@ def setup(profile: str | Profile | None = None, *, seed: int = 0, verbose: bool 
     quiet_tensorflow()
     prof = get_profile(profile or None)
     seed_everything(seed)  # imports keras, hence the backend: after quiet_tensorflow()
+    settle_tensorflow_logger()
     apply_plot_style()
     data_dir, real = data_dir_for(prof)
     ctx = Context(

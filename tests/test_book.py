@@ -31,7 +31,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TF_NOISE = re.compile(
     r"oneDNN custom operations|TF_ENABLE_ONEDNN_OPTS|cuInit|Unable to register cu(DNN|FFT|BLAS)|"
-    r"absl::InitializeLog|tensorflow/core/|This TensorFlow binary is optimized|computation placer"
+    r"absl::InitializeLog|tensorflow/core/|This TensorFlow binary is optimized|computation placer|"
+    r"WARNING:tensorflow|triggered tf\.function retracing"
 )
 NBVAL_MARK = book_build.NBVAL_MARK
 SMOKE_LIMIT_S = 60  # per chapter, kernel start included (book/CHAPTER_GUIDE.md)
@@ -221,6 +222,11 @@ PAGE_REPORT_JS = r"""() => {
     raw_tex: (prose.textContent.match(/\\\(|\\\[|\$\$|\\begin\{/g) || []).length,
     error_blocks: main.querySelectorAll('.output.error, .output.traceback, .cell_output .traceback').length,
     stderr_blocks: main.querySelectorAll('.output.stderr').length,
+    // printed lines of one cell split into several boxes (nb_merge_streams off or broken)
+    split_streams: Array.from(main.querySelectorAll('.cell_output')).filter(o => {
+      const kids = Array.from(o.children);
+      return kids.some((k, i) => i > 0 && k.classList.contains('stream') && kids[i - 1].classList.contains('stream'));
+    }).length,
     text: main.innerText,
   };
 }"""
@@ -268,6 +274,7 @@ def test_page_renders_cleanly(built_book, browser, page):
     assert report["error_blocks"] == 0 and "Traceback (most recent call last)" not in report["text"]
     assert "An Exception was encountered" not in report["text"]  # papermill's error banner
     assert report["stderr_blocks"] == 0
+    assert report["split_streams"] == 0, "a cell's printed lines are split into several boxes"
     assert not TF_NOISE.search(report["text"]), TF_NOISE.search(report["text"])
     if page == book_build.toc_entries(BOOK)[0]:
         # The landing page has inline math on purpose: it keeps the MathJax check from passing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 
@@ -124,3 +125,24 @@ def test_plot_style_is_optional_until_plots_exists(monkeypatch):
     with pytest.raises(ModuleNotFoundError):
         from allnet_lib import plots  # noqa: F401
     notebook.apply_plot_style()  # no error
+
+
+def test_tensorflow_warnings_stay_off_the_page_in_a_kernel(tmp_path):
+    """In a kernel (sys.ps1 set) TensorFlow sets its logger to INFO on stdout when first asked;
+    after setup() its warnings must not print."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.ps1 = '>>> '\n"
+        "from allnet_lib import notebook\n"
+        "notebook.setup('smoke', verbose=False)\n"
+        "import tensorflow as tf\n"
+        "tf.get_logger().warning('retracing noise')\n"
+        "print('done')\n"
+    )
+    env = {**os.environ, "ALLNET_DATA": str(tmp_path), "KERAS_BACKEND": "tensorflow"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "done" in done.stdout
+    assert "retracing noise" not in done.stdout + done.stderr
