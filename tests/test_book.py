@@ -77,6 +77,9 @@ def convention_problems(nb, *, full: bool) -> list[str]:
             problems.append(f"cell {i} stores outputs but is not marked {NBVAL_MARK}")
         if marked and not cell.outputs:
             problems.append(f"cell {i} is marked {NBVAL_MARK} but stores no output to check (run it, save)")
+        if marked and cell.outputs and cell.execution_count is None:
+            problems.append(f"cell {i} stores outputs without an execution count: nbval rejects it as "
+                            "'Unrun reference cell has outputs' (store outputs with --store-checked-outputs)")
         if cell.cell_type == "markdown" and re.search(r"^#{1,6}\s+\d+(\.\d+)*[.)]?\s", cell.source, re.M):
             problems.append(f"cell {i}: a hand-numbered heading; the book numbers sections itself")
     if full:
