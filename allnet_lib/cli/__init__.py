@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from allnet_lib.notebook import quiet_tensorflow
+
+    quiet_tensorflow()  # TensorFlow's start-up chatter and retracing warnings drown the output
     try:
         return int(args.func(args) or 0)
     except UserError as error:
