@@ -327,7 +327,7 @@ def _fit(spec, train, val, profile, run_dir, config, *, data, progress, extra_ca
                                      n_devices, progress)
     history_so_far = read_history(run_dir)
     best = _BestCheckpoint(run_dir / BEST_WEIGHTS, profile.monitor,
-                           _best_so_far(history_so_far, profile.monitor))
+                           best_score(history_so_far, profile.monitor))
     timer = _EpochTimer()
     callbacks = [timer, keras.callbacks.CSVLogger(str(run_dir / HISTORY_NAME), append=True), best]
     if profile.early_stopping_patience:
@@ -373,7 +373,7 @@ def _finish(model_name, model, run_dir, config, backend, data, notes) -> TrainRe
     speed = images_per_second(history, config["n_train"])
     best_epoch = None
     if monitor in history and history[monitor].notna().any():
-        index = history[monitor].idxmax() if "accuracy" in monitor else history[monitor].idxmin()
+        index = history[monitor].idxmax() if higher_is_better(monitor) else history[monitor].idxmin()
         best_epoch = int(history.loc[index, "epoch"]) + 1  # 1-based, as printed
     _write_json(run_dir / CONFIG_NAME, {
         "config": config, "status": "finished", "environment": environment(backend, data),
@@ -476,10 +476,17 @@ def _trim_history_to_backup(run_dir: Path) -> int:
     return epoch
 
 
-def _best_so_far(history: pd.DataFrame, monitor: str):
+def higher_is_better(monitor: str) -> bool:
+    """Accuracies (``val_accuracy``, ``val_balanced_accuracy``) are maximised, losses minimised."""
+    return "accuracy" in monitor
+
+
+def best_score(history: pd.DataFrame, monitor: str) -> float | None:
+    """The best value of ``monitor`` in a run's history (the epoch best.keras kept); None if the
+    history has no such column or only missing values."""
     if monitor not in history or history[monitor].isna().all():
         return None
-    return float(history[monitor].max() if "accuracy" in monitor else history[monitor].min())
+    return float(history[monitor].max() if higher_is_better(monitor) else history[monitor].min())
 
 
 def _save_atomic(model, path: Path, *, weights_only: bool = False) -> None:
@@ -610,7 +617,7 @@ class _BestCheckpoint(_keras_callback()):
     def __init__(self, path: Path, monitor: str, best=None):
         super().__init__()
         self.path, self.monitor = Path(path), monitor
-        self.maximise = "accuracy" in monitor
+        self.maximise = higher_is_better(monitor)
         self.best = best
         self.last_epoch_was_best = False
 
@@ -645,7 +652,7 @@ class EpochLines(_keras_callback()):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         value = logs.get(self.monitor)
-        maximise = "accuracy" in self.monitor
+        maximise = higher_is_better(self.monitor)
         if value is not None and (self.best is None or
                                   (value > self.best[0] if maximise else value < self.best[0])):
             self.best = (value, epoch + 1)

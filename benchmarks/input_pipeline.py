@@ -67,14 +67,8 @@ def run(cfg: Config) -> list[Table]:
 
     out_a = work / "augmentor"
     cfg.say("  (a) Augmentor sample(N) to disk ...")
-    t0 = time.perf_counter()
-    written = augmentor_sample(source_dir, out_a, n, progress=False)
-    sample_s = time.perf_counter() - t0
-    disk_a = disk_usage(out_a)
-    flush_s = _sync()
-    t0 = time.perf_counter()
-    got, _ = iterate_images(pipeline.make_dataset(written, **common))
-    read_s = time.perf_counter() - t0
+    sample_s, disk_a, flush_s, got, read_s = _to_disk_and_back(
+        lambda: augmentor_sample(source_dir, out_a, n, progress=False), out_a, common)
     total_a = sample_s + read_s
     rows += [
         _row("a: Augmentor to disk",
@@ -89,14 +83,8 @@ def run(cfg: Config) -> list[Table]:
     # (a') the report's exact call: multi-threaded sample(N)
     out_mt = work / "augmentor-mt"
     cfg.say("  (a') Augmentor sample(N), multi-threaded ...")
-    t0 = time.perf_counter()
-    written_mt = augmentor_multithreaded(source_dir, out_mt, n)
-    sample_mt = time.perf_counter() - t0
-    disk_mt = disk_usage(out_mt)
-    flush_mt = _sync()
-    t0 = time.perf_counter()
-    got_mt, _ = iterate_images(pipeline.make_dataset(written_mt, **common))
-    read_mt = time.perf_counter() - t0
+    sample_mt, disk_mt, flush_mt, got_mt, read_mt = _to_disk_and_back(
+        lambda: augmentor_multithreaded(source_dir, out_mt, n), out_mt, common)
     rows.append(_row("a': total, multi-threaded Augmentor",
                      "(a') as (a) with Augmentor's default multi-threaded sample(N), total",
                      got_mt, sample_mt + read_mt, disk_mt))
@@ -173,6 +161,22 @@ def _row(way: str, method: str, images: int, seconds: float, disk_bytes: float,
     return dict(way=way, method=method, images=int(images), seconds=float(seconds),
                 images_per_s=ratio(images, seconds), extra_disk_mb=float(disk_bytes) / 2**20,
                 cache_memory_mb=float(cache_mb))
+
+
+def _to_disk_and_back(write, out: Path, common: dict):
+    """The report's way, timed: ``write()`` puts the augmented images under ``out`` (returns their
+    table), then they are read back, cropped and resized. Returns (write seconds, disk bytes,
+    flush seconds, images read, read seconds)."""
+    from allnet_lib import pipeline
+
+    t0 = time.perf_counter()
+    written = write()
+    write_s = time.perf_counter() - t0
+    disk = disk_usage(out)
+    flush_s = _sync()
+    t0 = time.perf_counter()
+    got, _ = iterate_images(pipeline.make_dataset(written, **common))
+    return write_s, disk, flush_s, got, time.perf_counter() - t0
 
 
 def _sync() -> float:
