@@ -5,7 +5,9 @@ notebook kernel (nbval, papermill, the book build) is started, since kernels inh
   profile passes it explicitly);
 - ``ALLNET_DATA`` and ``ALLNET_RUNS``: a temporary folder for the session, unless already set,
   so tests never touch ``~/allnet_data`` and the demo set is generated once per session;
-- TensorFlow's start-up log switched off (both variables are needed; see DESIGN.md / the book).
+- TensorFlow's environment as the library sets it (``allnet_lib.notebook.TF_ENV``): C++ log level
+  lowered, oneDNN's fast CPU kernels on. Its start-up notice is filtered by text
+  (``notebook.TF_STARTUP_NOISE``), never hidden by TF_ENABLE_ONEDNN_OPTS=0.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ def _set_environment() -> None:
         _CREATED.append(session_dir)
         os.environ.setdefault("ALLNET_DATA", os.path.join(session_dir, "data"))
         os.environ.setdefault("ALLNET_RUNS", os.path.join(session_dir, "runs"))
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    from allnet_lib.notebook import TF_ENV
+
+    for key, value in TF_ENV.items():  # quiet C++ log, oneDNN on (as in the chapters)
+        os.environ.setdefault(key, value)
 
 
 _set_environment()

@@ -13,7 +13,8 @@ every failure reported, not just the first. So this module:
 3. executes each chapter with papermill (kernel ``python3``, cwd = the chapter's folder), with
    ``ALLNET_PROFILE``, ``ALLNET_RUNS`` (``<out>/runs``, emptied first unless ``--keep-runs``) and
    ``ALLNET_DATA`` (inherited, else ``build/data``) in the kernel's environment; a failing chapter
-   is recorded and the build goes on;
+   is recorded and the build goes on; TensorFlow's C++ start-up lines are then removed from the
+   executed chapter's stderr outputs (:func:`strip_tf_noise`);
 4. renders with ``jupyter-book build --all <staging> -W -n --keep-going``;
 5. swaps the result in: ``<out>/html`` (the site) and ``<out>/executed`` (executed notebooks) are
    replaced only when every chapter and the render succeeded; otherwise the attempt goes to
@@ -134,6 +135,53 @@ def _stderr_to(path: Path | None):
         sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def strip_tf_noise(nb) -> int:
+    """Remove TensorFlow's C++ start-up lines (``notebook.TF_STARTUP_NOISE``: the oneDNN notice,
+    absl's "All log messages before absl::InitializeLog() ...", cuInit...) from the stderr stream
+    outputs of an executed notebook, in place; an output left with nothing but white space is
+    dropped. Returns how many lines were removed.
+
+    Why here too: the chapters filter these lines when their opening imports Keras
+    (``notebook.setup``), but TensorFlow can also be imported by other cells; and the
+    ``TF_ENABLE_ONEDNN_OPTS=0`` that used to hide the notice switched off oneDNN's fast kernels.
+    Printed output (stdout) is never touched."""
+    removed = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code" or not cell.get("outputs"):
+            continue
+        kept = []
+        for output in cell.outputs:
+            if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                text = output.get("text", "")
+                text = "".join(text) if isinstance(text, list) else text
+                clean = notebook.drop_tf_noise(text)
+                if clean != text:
+                    removed += len(text.splitlines()) - len(clean.splitlines())
+                    if not clean.strip():
+                        continue
+                    output["text"] = clean
+            kept.append(output)
+        cell.outputs = kept
+    return removed
+
+
+def strip_tf_noise_file(path: Path) -> int:
+    """:func:`strip_tf_noise` on a notebook file, rewritten (atomically) only if it changed."""
+    import nbformat
+
+    path = Path(path)
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except (OSError, ValueError):
+        return 0  # no notebook (the kernel died before papermill wrote one): nothing to clean
+    removed = strip_tf_noise(nb)
+    if removed:
+        tmp = path.with_name(f".{path.name}.tmp")
+        nbformat.write(nb, tmp)
+        tmp.replace(path)
+    return removed
 
 
 def store_checked_outputs(executed: Path, source: Path) -> int:
@@ -272,7 +320,7 @@ def build(profile: str = "demo", *, only: str | None = None, out: Path = DEFAULT
         paths.RUNS_ENV: str(runs),
         paths.DATA_ENV: os.environ.get(paths.DATA_ENV) or str(DEFAULT_DATA),
         profiles.PROFILE_ENV: prof.name,
-        **{k: os.environ.get(k, v) for k, v in notebook.QUIET_TF_ENV.items()},
+        **{k: os.environ.get(k, v) for k, v in notebook.TF_ENV.items()},  # quiet, oneDNN on
     }
     staging = out / f".staging-{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
@@ -292,6 +340,7 @@ def build(profile: str = "demo", *, only: str | None = None, out: Path = DEFAULT
                 result = execute_chapter(staging, entry, profile, cell_timeout=cell_timeout,
                                          stderr_log=out / "logs" / f"{entry.replace('/', '__')}.stderr.log")
                 results.append(result)
+                strip_tf_noise_file(staging / f"{entry}.ipynb")  # before rendering and storing
                 print(f" {result.status} ({result.seconds:.1f} s){'  ' + result.error if result.error else ''}",
                       flush=True)
                 if store_outputs and result.status == "ok":

@@ -13,11 +13,14 @@ synthetic demo set under ``paths.demo_dir()``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
 import random
+import re
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,9 +32,37 @@ if TYPE_CHECKING:
 
 #: Profiles that are meant for the real C-NMC data (the others are sized for the demo set).
 REAL_DATA_PROFILES = ("seed",)
-#: Environment that keeps TensorFlow's C++ start-up log out of notebook outputs. Both are needed:
-#: TF_CPP_MIN_LOG_LEVEL alone still lets the oneDNN notice through.
-QUIET_TF_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"}
+#: Environment that quiets TensorFlow's C++ log. It does not stop the lines TensorFlow writes
+#: before its log is initialised (the oneDNN notice, absl's "All log messages before ..."):
+#: those are filtered out by their text (:data:`TF_STARTUP_NOISE`). Never add
+#: ``TF_ENABLE_ONEDNN_OPTS=0`` here: it hides the oneDNN notice by switching off oneDNN's fast
+#: CPU kernels, and training gets slower. Silence a log line by filtering it, not
+#: by disabling a fast path.
+QUIET_TF_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3"}
+#: The environment TensorFlow gets wherever the library starts it (chapters, the ``allnet``
+#: command, the book build's kernels, ``./run``, the tests), each value only where the variable
+#: is not set already: quiet logs, and oneDNN's fast CPU kernels on. TensorFlow switches oneDNN on
+#: by itself only on CPUs with AVX-512 VNNI/BF16 or AMX and leaves it off elsewhere (e.g. on an
+#: AVX2-only AMD EPYC); turned on everywhere, every x86 CPU runs the same fast kernels and rounds
+#: the same way (oneDNN on and off give slightly different weights: see train.py).
+TF_ENV = {**QUIET_TF_ENV, "TF_ENABLE_ONEDNN_OPTS": "1"}
+
+#: TensorFlow's C++ start-up lines that readers never need (regular expressions, searched in one
+#: line each). The one list used everywhere: :func:`filtered_stderr` (chapter openings, the
+#: ``allnet`` command) and ``book_build.strip_tf_noise`` (executed chapters, before rendering).
+TF_STARTUP_NOISE = (
+    r"oneDNN custom operations are on",
+    r"You may see slightly different numerical results due to floating-point round-off",
+    r"All log messages before absl::InitializeLog\(\) is called are written to STDERR",
+    r"This TensorFlow binary is optimized to use available CPU instructions",
+    r"rebuild TensorFlow with the appropriate compiler flags",
+    r"failed call to cuInit",
+    r"Unable to register cu(DNN|FFT|BLAS) factory",
+    r"computation placer already registered",
+    r"Could not find cuda drivers on your machine",
+    r"TF-TRT Warning: Could not find TensorRT",
+)
+TF_STARTUP_NOISE_RE = re.compile("|".join(f"(?:{p})" for p in TF_STARTUP_NOISE))
 
 
 @dataclass
@@ -89,10 +120,58 @@ def ensure_demo_data(profile: Profile, *, progress: bool = False) -> Path:
 
 
 def quiet_tensorflow() -> None:
-    """Silence TensorFlow's start-up chatter; effective only before TensorFlow is imported."""
-    for key, value in QUIET_TF_ENV.items():
+    """Set :data:`TF_ENV` (quiet C++ log, oneDNN on) where not set already, and lower
+    TensorFlow's Python log level; effective only before TensorFlow is imported. The lines it
+    writes anyway while it loads are removed by :func:`filtered_stderr` / :func:`import_keras`."""
+    for key, value in TF_ENV.items():
         os.environ.setdefault(key, value)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def drop_tf_noise(text: str) -> str:
+    """``text`` without the lines that match :data:`TF_STARTUP_NOISE` (other lines unchanged)."""
+    if not text or not TF_STARTUP_NOISE_RE.search(text):
+        return text
+    return "".join(line for line in text.splitlines(keepends=True)
+                   if not TF_STARTUP_NOISE_RE.search(line))
+
+
+@contextlib.contextmanager
+def filtered_stderr():
+    """Catch what is written to file descriptor 2 inside the block (TensorFlow's C++ code writes
+    there directly, past ``sys.stderr``), then write it back without the
+    :data:`TF_STARTUP_NOISE` lines. In a Jupyter kernel, fd 2 is the pipe that becomes the
+    cell's stderr output, so this works there too. Anything else written to fd 2 inside the
+    block (Python warnings, in a terminal) comes out, in order, when the block ends."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no stderr at all: nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = drop_tf_noise(caught.read().decode("utf-8", errors="replace"))
+            if kept:
+                with contextlib.suppress(OSError):
+                    os.write(2, kept.encode("utf-8"))
+
+
+def import_keras():
+    """``import keras`` (which imports the backend, TensorFlow by default) with TensorFlow's
+    start-up lines filtered out (:func:`filtered_stderr`); returns the module."""
+    if "keras" not in sys.modules:
+        with filtered_stderr():
+            import keras  # noqa: F401
+    return sys.modules["keras"]
 
 
 def settle_tensorflow_logger() -> None:
@@ -163,7 +242,8 @@ def setup(profile: str | Profile | None = None, *, seed: int = 0, verbose: bool 
 
     quiet_tensorflow()
     prof = get_profile(profile or None)
-    seed_everything(seed)  # imports keras, hence the backend: after quiet_tensorflow()
+    import_keras()  # imports the backend: after quiet_tensorflow(), start-up lines filtered
+    seed_everything(seed)
     settle_tensorflow_logger()
     apply_plot_style()
     data_dir, real = data_dir_for(prof)

@@ -130,14 +130,17 @@ def _flip_probability() -> float:
 
 
 def array_batches(x: np.ndarray, y: np.ndarray, *, batch_size: int = 32, shuffle: bool = False,
-                  augment: bool = False, seed: int = 0, multiple_of: int = 1):
+                  augment: bool = False, seed: int = 0, multiple_of: int = 1, epoch: int = 0):
     """A ``keras.utils.PyDataset`` of in-memory arrays for ``model.fit`` on any backend,
     reshuffled and augmented afresh every epoch (what :func:`make_dataset` does with tf.data).
 
+    Reproducible: epoch ``e``'s order comes from ``(seed, e)`` and batch ``i``'s augmentation
+    from ``(seed, e, i)``, whatever order Keras asks for the batches in; ``epoch`` is the first
+    epoch's number (a resumed run passes the epoch it continues from).
     ``multiple_of``: every batch size is a multiple of it (the last batch is trimmed), as
     data-parallel training over that many devices needs."""
     return _array_batches_class()(x, y, batch_size=batch_size, shuffle=shuffle, augment=augment,
-                                  seed=seed, multiple_of=multiple_of)
+                                  seed=seed, multiple_of=multiple_of, epoch=epoch)
 
 
 @functools.cache
@@ -151,7 +154,7 @@ def _array_batches_class():
     class ArrayBatches(keras.utils.PyDataset):
         __doc__ = array_batches.__doc__
 
-        def __init__(self, x, y, *, batch_size, shuffle, augment, seed, multiple_of):
+        def __init__(self, x, y, *, batch_size, shuffle, augment, seed, multiple_of, epoch=0):
             super().__init__()
             if len(x) != len(y):
                 raise ValueError(f"x and y differ in length: {len(x)} images, {len(y)} labels")
@@ -161,13 +164,18 @@ def _array_batches_class():
                                  f"multiple of {multiple_of}")
             self.x, self.y = x, np.asarray(y)
             self.shuffle, self.augment = shuffle, augment
-            self._rng = np.random.default_rng(seed)
-            self._order = np.arange(len(x))
+            self._seed = int(seed) % 2**64  # numpy seed sequences take non-negative integers
             starts = range(0, len(x), batch_size)
             self._bounds = [(s, s + (min(batch_size, len(x) - s) // multiple_of) * multiple_of)
                             for s in starts]
             self._bounds = [(a, b) for a, b in self._bounds if b > a]
-            self.on_epoch_end()
+            self._start_epoch(int(epoch))
+
+        def _start_epoch(self, epoch: int) -> None:
+            self._epoch = epoch
+            self._order = np.arange(len(self.x))
+            if self.shuffle:
+                np.random.default_rng([self._seed, epoch]).shuffle(self._order)
 
         def __len__(self) -> int:
             return len(self._bounds)
@@ -177,12 +185,11 @@ def _array_batches_class():
             rows = self._order[start:stop]
             x = self.x[rows]
             if self.augment:
-                x = random_flip_rotate(x, self._rng)
+                x = random_flip_rotate(x, np.random.default_rng([self._seed, self._epoch, index]))
             return x, self.y[rows]
 
         def on_epoch_end(self):
-            if self.shuffle:
-                self._rng.shuffle(self._order)
+            self._start_epoch(self._epoch + 1)
 
     return ArrayBatches
 

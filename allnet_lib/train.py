@@ -25,6 +25,17 @@ carved out of the training part (and said so). The test part is never looked at 
 training. This fixes the 2019 report, which kept the epoch with the best accuracy on its test set,
 so its test score was also a selection score.
 
+Reproducibility: the same commit, profile (its ``seed``) and data give the same run on the same
+kind of machine: the same weights, ``history.csv`` and records. ``_fit`` seeds Python, NumPy and
+the backend (``keras.utils.set_random_seed(profile.seed)``) after clearing the Keras session, and
+trains with TensorFlow's op determinism on (:func:`deterministic_ops`; it is switched back off
+afterwards if it was off). The input pipelines draw every shuffle and augmentation from
+``profile.seed``: ``data="arrays"`` from (seed, epoch), so a resumed run gets the batches an
+uninterrupted one would; ``data="files"`` (tf.data) reshuffles from one seeded sequence, so a
+run resumed after an interruption sees other (equally random) orders from there on.
+oneDNN (TensorFlow's fast CPU kernels) stays on; it rounds differently from plain Eigen, so runs
+are comparable only with the same setting, recorded in ``config.json`` (``environment.onednn``).
+
 Backends and devices: ``data="files"`` streams images with ``tf.data`` (TensorFlow backend);
 ``data="arrays"``, and any other backend (JAX, PyTorch), loads them into NumPy first. Mixed
 precision and XLA are used only when a GPU is present. With several GPUs (or a CPU split into
@@ -59,7 +70,8 @@ BEST_WEIGHTS = ".best.weights.h5"  # during training; becomes best.keras when th
 CARVED_VAL_SIZE = 0.2  # share of training images moved to validation when a split has none
 MAX_EPOCH_LINES = 25   # notebook progress: at most about this many epoch lines
 # profile fields that do not change what a run computes (left out of config comparisons)
-NOT_COMPARED = ("description", "demo_images", "run_eagerly")
+NOT_COMPARED = ("description", "demo_images", "run_eagerly", "departures", "leakage_model", "leakage_seeds",
+                "leakage_epochs")
 
 
 def comparable_settings(profile) -> dict:
@@ -85,6 +97,7 @@ class TrainResult:
     reused: bool = False       # True when a finished run was loaded instead of trained
     best_epoch: int | None = None  # 1-based (history.csv's "epoch" column is 0-based, as Keras)
     notes: list = field(default_factory=list)
+    best_train_accuracy: float | None = None  # training accuracy of the best epoch (best.keras)
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,7 +230,19 @@ def environment(backend: str, data: str) -> dict:
     import keras
 
     return {"backend": backend, "keras": keras.__version__, "python": platform.python_version(),
-            "data": data, "devices": [str(d) for d in _devices(backend)]}
+            "data": data, "devices": [str(d) for d in _devices(backend)],
+            "onednn": onednn_enabled() if backend == "tensorflow" else None}
+
+
+def onednn_enabled() -> bool | None:
+    """Whether TensorFlow runs its oneDNN CPU kernels (TensorFlow's own default depends on the
+    CPU; ``TF_ENABLE_ONEDNN_OPTS`` overrides it); None when it cannot tell."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return None
 
 
 def _prepare_run_dir(run_dir: Path, config: dict, *, resume: bool, overwrite: bool) -> str:
@@ -298,10 +323,14 @@ def _reuse(run_dir: Path, model_name: str, config: dict, progress: bool) -> Trai
     _say(progress, f"reusing the finished run in {run_dir} (same configuration; pass "
                    "overwrite=True to train again)")
     model = keras.saving.load_model(run_dir / BEST_NAME)
-    return TrainResult(model_name, model, read_history(run_dir), run_dir, run_dir / BEST_NAME,
+    history = read_history(run_dir)
+    best_train_accuracy = stored.get("best_train_accuracy")
+    if best_train_accuracy is None:  # a run finished before this was recorded
+        best_train_accuracy = _best_row(history, config["profile"]["monitor"])[1]
+    return TrainResult(model_name, model, history, run_dir, run_dir / BEST_NAME,
                        run_dir / LAST_NAME, float(stored.get("seconds", 0.0)),
                        float(stored.get("images_per_second") or 0.0), config, reused=True,
-                       best_epoch=stored.get("best_epoch"))
+                       best_epoch=stored.get("best_epoch"), best_train_accuracy=best_train_accuracy)
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,9 +341,49 @@ def _fit(spec, train, val, profile, run_dir, config, *, data, progress, extra_ca
     import keras
 
     backend = keras.backend.backend()
+    with deterministic_ops(backend):
+        return _fit_deterministic(spec, train, val, profile, run_dir, config, data=data,
+                                  progress=progress, extra_callbacks=extra_callbacks,
+                                  weights=weights, notes=notes)
+
+
+@contextlib.contextmanager
+def deterministic_ops(backend: str):
+    """TensorFlow's op determinism (``tf.config.experimental.enable_op_determinism``) inside the
+    block, restored afterwards. With it every TensorFlow op picks a run-to-run reproducible
+    algorithm (e.g. the loss is computed as log-softmax + gather instead of the fused kernel, so
+    weights differ slightly from a run without it) and tf.data keeps its order. Measured on the
+    2-core CPU with oneDNN on (demo profile, 64 images, 3 epochs, 4 alternating runs each): no
+    slower, median training time with/without 0.88 (AlexNet) and 0.97 (proposed), 1.06 with
+    data="arrays"; within the machine's noise. JAX and PyTorch on a CPU are deterministic
+    already (JAX on a GPU would need XLA_FLAGS=--xla_gpu_deterministic_ops=true)."""
+    if backend != "tensorflow":
+        yield
+        return
+    import tensorflow as tf
+
+    try:  # only enable_op_determinism is public; without the rest it stays on
+        from tensorflow.python.framework import config as tf_config
+
+        was_on, disable = tf_config.is_op_determinism_enabled(), tf_config.disable_op_determinism
+    except (ImportError, AttributeError):
+        was_on, disable = True, None
+    tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not was_on:
+            disable()
+
+
+def _fit_deterministic(spec, train, val, profile, run_dir, config, *, data, progress,
+                       extra_callbacks, weights, notes) -> TrainResult:
+    import keras
+
+    backend = keras.backend.backend()
     keras.backend.clear_session()
     gc.collect()
-    keras.utils.set_random_seed(profile.seed)
+    keras.utils.set_random_seed(profile.seed)  # after clear_session, which resets Keras' seeds
     restored_epoch = _trim_history_to_backup(run_dir)
     gpu = has_gpu(backend)
     distribution = _distribution(backend)
@@ -324,7 +393,7 @@ def _fit(spec, train, val, profile, run_dir, config, *, data, progress, extra_ca
     with _precision(gpu), _scope(distribution, backend):
         model = _build_and_compile(spec, profile, config, weights, backend, gpu)
     train_data, val_data = _datasets(train, val, profile, config["image_size"], data,
-                                     n_devices, progress)
+                                     n_devices, progress, first_epoch=restored_epoch)
     history_so_far = read_history(run_dir)
     best = _BestCheckpoint(run_dir / BEST_WEIGHTS, profile.monitor,
                            best_score(history_so_far, profile.monitor))
@@ -371,17 +440,26 @@ def _finish(model_name, model, run_dir, config, backend, data, notes) -> TrainRe
     monitor = config["profile"]["monitor"]
     seconds = float(history["seconds"].sum()) if "seconds" in history else 0.0
     speed = images_per_second(history, config["n_train"])
-    best_epoch = None
-    if monitor in history and history[monitor].notna().any():
-        index = history[monitor].idxmax() if higher_is_better(monitor) else history[monitor].idxmin()
-        best_epoch = int(history.loc[index, "epoch"]) + 1  # 1-based, as printed
+    best_epoch, best_train_accuracy = _best_row(history, monitor)
     _write_json(run_dir / CONFIG_NAME, {
         "config": config, "status": "finished", "environment": environment(backend, data),
-        "epochs_run": int(len(history)), "best_epoch": best_epoch, "seconds": seconds,
+        "epochs_run": int(len(history)), "best_epoch": best_epoch,
+        "best_train_accuracy": best_train_accuracy, "seconds": seconds,
         "images_per_second": speed, "notes": notes})
     return TrainResult(model_name, model, history, run_dir, run_dir / BEST_NAME,
                        run_dir / LAST_NAME, seconds, speed, config, best_epoch=best_epoch,
-                       notes=notes)
+                       notes=notes, best_train_accuracy=best_train_accuracy)
+
+
+def _best_row(history: pd.DataFrame, monitor: str) -> tuple[int | None, float | None]:
+    """(best epoch, 1-based; training accuracy at that epoch): the epoch best.keras holds, the
+    first of equal scores (as :class:`_BestCheckpoint` keeps it). (None, None) without scores."""
+    if monitor not in history or not history[monitor].notna().any():
+        return None, None
+    index = history[monitor].idxmax() if higher_is_better(monitor) else history[monitor].idxmin()
+    accuracy = history.loc[index, "accuracy"] if "accuracy" in history else None
+    accuracy = None if accuracy is None or pd.isna(accuracy) else float(accuracy)
+    return int(history.loc[index, "epoch"]) + 1, accuracy  # 1-based, as printed
 
 
 def images_per_second(history: pd.DataFrame, n_train: int) -> float:
@@ -431,7 +509,7 @@ def set_bn_momentum(model, momentum: float) -> int:
     return count
 
 
-def _datasets(train, val, profile, image_size, data, n_devices, progress):
+def _datasets(train, val, profile, image_size, data, n_devices, progress, first_epoch=0):
     from allnet_lib import pipeline
 
     batch = profile.batch_size
@@ -445,7 +523,7 @@ def _datasets(train, val, profile, image_size, data, n_devices, progress):
     x, y = pipeline.load_arrays(train, image_size=image_size, crop=profile.crop, progress=progress)
     xv, yv = pipeline.load_arrays(val, image_size=image_size, crop=profile.crop, progress=progress)
     return (pipeline.array_batches(x, y, batch_size=batch, shuffle=True, augment=profile.augment,
-                                   seed=profile.seed, multiple_of=multiple),
+                                   seed=profile.seed, multiple_of=multiple, epoch=first_epoch),
             pipeline.array_batches(xv, yv, batch_size=batch, multiple_of=multiple))
 
 

@@ -26,8 +26,9 @@ import pandas as pd
 
 from benchmarks import BENCHMARKS, DEFAULT, TABLE_ORDER
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+from allnet_lib.notebook import quiet_tensorflow
+
+quiet_tensorflow()  # TF_CPP_MIN_LOG_LEVEL=3 and oneDNN on, as everywhere (notebook.TF_ENV)
 
 MACHINE_KEYS = ("cpu", "cores_logical", "cores_physical", "cores_usable", "ram_gb",
                 "ram_available_gb", "load_1min_at_start", "load_1min_at_end", "os", "python",

@@ -29,8 +29,9 @@ import sys
 import time
 import traceback
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+from allnet_lib.notebook import quiet_tensorflow
+
+quiet_tensorflow()  # TF_CPP_MIN_LOG_LEVEL=3 and oneDNN on, as everywhere (notebook.TF_ENV)
 
 RESULT_PREFIX = "BENCH-RESULT "
 

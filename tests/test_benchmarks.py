@@ -37,7 +37,7 @@ EXPECTED_COLUMNS = {
 def quick_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("bench")
     out, work = base / "results", base / "work"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TF_ENABLE_ONEDNN_OPTS="0")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out), "--work", str(work)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

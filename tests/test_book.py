@@ -19,7 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from allnet_lib import book_build
+from allnet_lib import book_build, notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
@@ -29,11 +29,18 @@ CHROMIUM = Path("/usr/bin/chromium")
 # The no-network flags from the toolchain notes; requests leaving file:// are also aborted below.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TF_NOISE = re.compile(
-    r"oneDNN custom operations|TF_ENABLE_ONEDNN_OPTS|cuInit|Unable to register cu(DNN|FFT|BLAS)|"
-    r"absl::InitializeLog|tensorflow/core/|This TensorFlow binary is optimized|computation placer|"
-    r"WARNING:tensorflow|triggered tf\.function retracing"
-)
+# TensorFlow's C++ start-up lines (the library's one list, filtered out of executed chapters) and
+# anything else TensorFlow might log onto a page (C++ source paths, its Python logger).
+TF_NOISE = re.compile("|".join([
+    *(f"(?:{p})" for p in notebook.TF_STARTUP_NOISE),
+    r"oneDNN custom operations|TF_ENABLE_ONEDNN_OPTS|cuInit|absl::InitializeLog",
+    r"tensorflow/core/|WARNING:tensorflow|triggered tf\.function retracing",
+]))
+ONEDNN_NOTICE = ("I0000 00:00:1796046744.357087    5445 port.cc:153] oneDNN custom operations are on. "
+                 "You may see slightly different numerical results due to floating-point round-off "
+                 "errors from different computation orders. To turn them off, set the environment "
+                 "variable `TF_ENABLE_ONEDNN_OPTS=0`.\n")
+ABSL_LINE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
 NBVAL_MARK = book_build.NBVAL_MARK
 SMOKE_LIMIT_S = 60  # per chapter, kernel start included (book/CHAPTER_GUIDE.md)
 
@@ -331,10 +338,39 @@ def test_build_reports_every_failure_and_keeps_the_old_site(tmp_path, capsys):
     assert not (book / "_build").exists(), "the sources must never be built in place"
 
 
+def test_strip_tf_noise_keeps_everything_else():
+    stream = nbformat.v4.new_output
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("import keras", outputs=[
+            stream("stream", name="stderr", text=ABSL_LINE + ONEDNN_NOTICE + ABSL_LINE + ONEDNN_NOTICE),
+            stream("stream", name="stdout", text="loaded\n"),
+        ]),
+        nbformat.v4.new_code_cell("train()", outputs=[
+            stream("stream", name="stderr", text=ABSL_LINE + "UserWarning: a real warning\n"),
+            stream("stream", name="stdout", text="a chapter may print: " + ONEDNN_NOTICE),
+        ]),
+        nbformat.v4.new_code_cell("1", outputs=[stream("stream", name="stderr", text="only this\n")]),
+        nbformat.v4.new_markdown_cell(ONEDNN_NOTICE),
+    ])
+    assert book_build.strip_tf_noise(nb) == 5
+    first, second, third, _ = nb.cells
+    assert [o["name"] for o in first.outputs] == ["stdout"], "an output left empty is dropped"
+    assert second.outputs[0]["text"] == "UserWarning: a real warning\n"
+    assert second.outputs[1]["text"].startswith("a chapter may print: I0000"), "stdout is never touched"
+    assert third.outputs[0]["text"] == "only this\n"
+    assert book_build.strip_tf_noise(nb) == 0
+
+
 @pytest.mark.book
-def test_build_publishes_a_complete_site_and_cleans_runs(tmp_path):
+def test_build_publishes_a_complete_site_and_cleans_runs(tmp_path, monkeypatch):
+    # "three" writes TensorFlow's start-up lines and one other line to fd 2, as TensorFlow's C++
+    # code does: the kernel turns them into a stderr output; the build removes the former only.
+    # (ipykernel leaves fd 2 alone when it sees PYTEST_CURRENT_TEST, so the kernel must not.)
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
+    noise = (ABSL_LINE + ONEDNN_NOTICE + "kept\n").encode()
     book = _tiny_book(tmp_path, {"one": "import os; print(os.environ['ALLNET_RUNS'])",
-                                 "two": f"{NBVAL_MARK}\nprint(6 * 7)"})
+                                 "two": f"{NBVAL_MARK}\nprint(6 * 7)",
+                                 "three": f"import os, time; os.write(2, {noise!r}); time.sleep(0.5); print('ok')"})
     out = tmp_path / "out"
     (out / "runs" / "stale").mkdir(parents=True)
 
@@ -344,6 +380,8 @@ def test_build_publishes_a_complete_site_and_cleans_runs(tmp_path):
     assert not (out / "runs" / "stale").exists(), "runs must start empty unless --keep-runs"
     executed = nbformat.read(out / "executed" / "one.ipynb", as_version=4)
     assert executed.cells[-1].outputs[0]["text"].strip() == str(out / "runs")
+    three = nbformat.read(out / "executed" / "three.ipynb", as_version=4).cells[-1].outputs
+    assert [(o["name"], o["text"]) for o in three] == [("stderr", "kept\n"), ("stdout", "ok\n")]
     assert os.environ.get("ALLNET_RUNS") != str(out / "runs"), "build() leaked its environment"
     # --store-checked-outputs: only the marked cell's output goes back into the source
     one, two = (nbformat.read(book / f"{n}.ipynb", as_version=4) for n in ("one", "two"))

@@ -102,12 +102,73 @@ def test_ensure_demo_data_makes_the_set_once(data_root):
     assert (folder / "demo_manifest.json").stat().st_mtime_ns == stamp, "the second call regenerated it"
 
 
-def test_quiet_tensorflow_keeps_explicit_settings(monkeypatch):
+def test_quiet_tensorflow_turns_onednn_on_and_keeps_explicit_settings(monkeypatch):
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")
     notebook.quiet_tensorflow()
-    assert notebook.os.environ["TF_ENABLE_ONEDNN_OPTS"] == "0"
+    assert notebook.os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1", "never switch oneDNN off for quiet"
     assert notebook.os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1"
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")  # someone's explicit choice is kept
+    notebook.quiet_tensorflow()
+    assert notebook.os.environ["TF_ENABLE_ONEDNN_OPTS"] == "0"
+
+
+ONEDNN_NOTICE = ("I0000 00:00:1796046744.357087    5445 port.cc:153] oneDNN custom operations are on. "
+                 "You may see slightly different numerical results due to floating-point round-off "
+                 "errors from different computation orders. To turn them off, set the environment "
+                 "variable `TF_ENABLE_ONEDNN_OPTS=0`.\n")
+ABSL_LINE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+
+
+def test_drop_tf_noise_removes_only_the_known_lines():
+    cuda = ("E0000 00:00:1712345678.1 123 cuda_dnn.cc:8310] Unable to register cuDNN factory: "
+            "Attempting to register factory for plugin cuDNN when one has already been registered\n")
+    text = ABSL_LINE + ONEDNN_NOTICE + "epoch 1/1  loss 0.693\n" + cuda + "warning: kept"
+    assert notebook.drop_tf_noise(text) == "epoch 1/1  loss 0.693\nwarning: kept"
+    assert notebook.drop_tf_noise("plain\n") == "plain\n" and notebook.drop_tf_noise("") == ""
+
+
+def test_filtered_stderr_replays_the_other_lines(capfd):
+    with notebook.filtered_stderr():
+        os.write(2, (ABSL_LINE + ONEDNN_NOTICE + "a real error\n").encode())
+        print("printed", flush=True)  # stdout is not touched
+    captured = capfd.readouterr()
+    assert captured.err == "a real error\n" and captured.out == "printed\n"
+    with notebook.filtered_stderr():
+        os.write(2, ONEDNN_NOTICE.encode())
+    assert capfd.readouterr().err == ""
+
+
+_IMPORT_CHECK = """
+import json, sys
+{importer}
+import tensorflow as tf
+from tensorflow.python.util import _pywrap_util_port
+print(json.dumps({{"onednn": bool(_pywrap_util_port.IsMklEnabled()),
+                   "loader": type(tf.__loader__).__name__}}))
+"""
+
+
+@pytest.mark.parametrize("importer", [
+    "from allnet_lib import notebook; notebook.import_keras()",  # chapters (notebook.setup)
+    "from allnet_lib.cli import tensorflow_import_filtered\nwith tensorflow_import_filtered():\n"
+    "    import keras",  # the allnet command
+])
+def test_tensorflow_imports_without_its_startup_notice(importer):
+    """oneDNN on (forced with TF_ENABLE_ONEDNN_OPTS=1: TensorFlow's default is off on CPUs
+    without AVX-512/AMX), so TensorFlow prints its notice: nothing of it reaches stderr."""
+    import json
+    import subprocess
+
+    pytest.importorskip("tensorflow")
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "1", "KERAS_BACKEND": "tensorflow"}
+    done = subprocess.run([sys.executable, "-c", _IMPORT_CHECK.format(importer=importer)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"onednn": True, "loader": "SourceFileLoader"}
+    assert not notebook.TF_STARTUP_NOISE_RE.search(done.stderr), done.stderr[-3000:]
+    assert "oneDNN" not in done.stderr and "absl" not in done.stderr, done.stderr[-3000:]
 
 
 def test_colab_is_detected(monkeypatch):

@@ -167,7 +167,7 @@ def test_balanced_class_weights():
 
 
 def _run_script(code: str, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0", **env}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **env}
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
