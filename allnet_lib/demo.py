@@ -13,10 +13,11 @@ What it copies from the real data, on purpose (read :data:`DEMO_DESCRIPTION`):
   central 400x400 region (so the report's border crop loses nothing);
 - blasts (``all``) and normal cells (``hem``) that differ the way they do under the microscope,
   with overlapping distributions, so a CNN can learn the task but not perfectly;
-- subjects with their own stain, brightness and cell size, so that an image-level random split
-  leaks subject identity into the test set (the lesson of the leakage chapter);
-- about two ALL images for every normal one, skewed images-per-subject counts, three
-  subject-disjoint folds.
+- people (subjects) with their own place between "normal-looking" and "blast-looking", their own
+  tendencies and their own stain, focus and segmentation habits, so that a model can recognise a
+  person and an image-level random split leaks (the lesson of the leakage chapter);
+- 40 ALL and 20 normal subjects, about two ALL images for every normal one, skewed
+  images-per-subject counts, three subject-disjoint folds.
 
 Every image is seeded from ``(seed, subject, image index)``, so the output does not depend on the
 number of worker processes.
@@ -43,13 +44,14 @@ from scipy import ndimage
 
 from allnet_lib.crop import scaled_crop_size  # noqa: F401  (re-exported: the demo's crop rule)
 from allnet_lib.paths import demo_dir
+from allnet_lib.profiles import DEMO_IMAGES as DEFAULT_IMAGES
 
 if TYPE_CHECKING:  # pandas is imported where it is used: render workers start faster without it
     import pandas as pd
 
 log = logging.getLogger(__name__)
 
-DEMO_VERSION = 1  # bump whenever the generated images change, so old sets are not reused
+DEMO_VERSION = 2  # bump whenever the generated images change, so old sets are not reused
 MANIFEST_NAME = "demo_manifest.json"
 TRAINING_DIR = "C-NMC_training_data"
 N_FOLDS = 3
@@ -61,43 +63,53 @@ DEMO_DESCRIPTION = """\
 The allnet demo dataset is SYNTHETIC. Its images are drawn by a small program
 (allnet_lib.demo), not photographed: no patient, no microscope, no medical meaning. It exists
 so that every chapter runs offline in minutes, and it is designed to teach the same lessons as
-the real C-NMC 2019 data:
+the real C-NMC 2019 data. Each choice imitates a fact of the real data:
 
 * Same layout and file names as the real training set (C-NMC_training_data/fold_N/{all,hem}/
   UID_<subject>_<image>_<cell>_<label>.bmp), including a normal subject written lowercase
   ('h3'), so the code that reads the demo set reads the real one unchanged.
 * One segmented cell per 450x450 image on a pure black background, always inside the central
   400x400 region, so the report's 450 -> 400 border crop is lossless.
-* Leukemic blasts ('all') are drawn larger, with a larger nucleus for their cytoplasm, fine open
-  chromatin, visible nucleoli and an irregular outline; normal cells ('hem') smaller, rounder,
-  with dark clumped chromatin and a thin rim of cytoplasm. Every feature overlaps between the
-  classes, so a small CNN learns the task well but not perfectly on unseen subjects.
-* Each subject (person) has its own stain colour, brightness and cell size, and belongs to one
-  class. A random image-level split therefore puts the same subjects in training and test, and a
-  model can score higher by recognising the subject instead of the cell: the leakage the real
-  data suffers from, reproduced on purpose.
-* About two ALL images per normal one, a skewed number of images per subject, and three
-  subject-disjoint folds, as in the real data.
+* 60 subjects by default, 40 ALL and 20 normal (C-NMC's training set: 47 + 26), about two ALL
+  images per normal one (C-NMC: 68 % ALL), a skewed number of images per subject (C-NMC: 9 to
+  757) but no subject above 8 % of its class, three subject-disjoint folds.
+* Blasts ('all') are drawn larger, with a thin rim of cytoplasm around a large nucleus, fine
+  open chromatin, visible nucleoli and an irregular outline; normal cells ('hem') smaller,
+  rounder, with dark clumped chromatin. Every feature overlaps between the classes.
+* Each person sits somewhere on the normal-to-blast axis ('maturity'): most patients' cells look
+  like blasts and most donors' like normal cells, but some patients' blasts look mature and some
+  donors' cells look blast-like, as in real marrow and blood. A person also has their own
+  tendencies in size, nucleus share, texture and outline, and one person's cells resemble each
+  other more than two people's do.
+* Each person's slide has its own stain colour and strength, brightness and focus, and their
+  segmentation masks their own habits (drawn a little wider or tighter than the cell, ragged
+  edges). C-NMC was stain-normalised by its organisers, but such residual differences remain.
+  Together with the previous point this is what can let a model recognise a person, and so make
+  a random image-level split leak; chapters 5 and 7 measure how much it helps on people seen
+  in training.
 Numbers measured on the demo set say how the code behaves, not how well a model detects leukemia.
 """
 
-# Class-level appearance, in units of a 450-pixel image. Means differ, spreads overlap.
+# The two ends of the maturity axis, in units of a 450-pixel image: a typical normal B cell
+# (``hem``, maturity 0) and a typical blast (``all``, maturity 1). A cell's parameters are drawn
+# around the point of the axis where its subject sits (see :class:`SubjectStyle`), so the class
+# means differ, the spreads overlap, and some people's cells sit closer to the other class.
 CLASS_PARAMS = {
     "all": dict(
-        radius=(98.0, 0.13),  # cell radius: mean px, log-normal spread
-        nucleus_fraction=(0.83, 0.055),  # nucleus radius / cell radius (N:C ratio)
-        contour=(0.055, 0.025),  # outline irregularity (harmonic amplitude)
-        nucleus_contour=(0.05, 0.025),
+        radius=(98.0, 0.12),  # cell radius: mean px, log-normal spread
+        nucleus_fraction=(0.86, 0.045),  # nucleus radius / cell radius: a thin rim of cytoplasm
+        contour=(0.06, 0.025),  # outline irregularity (harmonic amplitude)
+        nucleus_contour=(0.055, 0.025),
         cleft=0.35,  # probability of an indented (cleft) nucleus
         nucleus_density=(0.92, 0.10),  # stain density of the nucleus (darkness)
-        fine=(0.14, 0.04),  # fine (open) chromatin texture amplitude
+        fine=(0.15, 0.04),  # fine (open) chromatin texture amplitude
         coarse=(0.07, 0.04),  # coarse (clumped) chromatin texture amplitude
         nucleoli=1.5,  # mean number of visible nucleoli (Poisson)
         cytoplasm_density=(0.85, 0.12),
     ),
     "hem": dict(
-        radius=(84.0, 0.13),
-        nucleus_fraction=(0.77, 0.06),
+        radius=(80.0, 0.12),
+        nucleus_fraction=(0.72, 0.05),
         contour=(0.03, 0.018),
         nucleus_contour=(0.03, 0.015),
         cleft=0.10,
@@ -108,18 +120,33 @@ CLASS_PARAMS = {
         cytoplasm_density=(0.95, 0.12),
     ),
 }
+MATURITY = {"hem": 0.0, "all": 1.0}
+#: Parameters that get a per-subject offset (in units of their per-cell spread).
+_SPREAD_PARAMS = tuple(k for k, v in CLASS_PARAMS["all"].items() if isinstance(v, tuple))
 
 # Optical densities (Beer-Lambert) of the two "stains": a purple-blue nuclear stain and a paler
 # lilac cytoplasm. Intensity = white * exp(-OD * density): no stain -> white, more -> darker.
 NUCLEUS_OD = np.array([0.95, 1.15, 0.42])
 CYTOPLASM_OD = np.array([0.36, 0.46, 0.16])
 _ANGLES = 1024  # resolution of the outline lookup tables
-_HARMONICS = np.arange(2, 7)
+_HARMONICS = np.arange(2, 13)
+_HARMONIC_WEIGHTS = (_HARMONICS / 2.0) ** -0.8 / np.sqrt(np.sum((_HARMONICS / 2.0) ** -1.6))
+#: Optical density of the plasma around a cell, relative to the cytoplasm stain: what a mask drawn
+#: a little wider than the cell picks up (pale pixels at the edge, as in C-NMC's segmentations).
+BACKGROUND_DENSITY = 0.08
 
 
 @dataclass(frozen=True)
 class SubjectStyle:
-    """What makes one subject's images recognisable: stain, brightness, cell size."""
+    """What makes one subject's images recognisable, and how typical of its class they are.
+
+    ``maturity`` places the person's cells on the normal (0) to blast (1) axis: most patients'
+    blasts sit near 1 and most donors' cells near 0, but some patients' blasts look mature and
+    some donors' cells look blast-like (None: the class's end of the axis). ``offsets`` are the
+    person's own tendencies in each shape/texture parameter, ``(name, z)`` pairs in units of the
+    parameter's per-cell spread. Stain, brightness, focus (``blur``, pixels at 450) and the
+    segmentation mask's habits (``mask_offset``: a mask drawn wider (+) or tighter (-) than the
+    cell; ``mask_jitter``: how ragged its edge is) come from the person's slide and scanner."""
 
     subject: str = "neutral"
     label: str = "all"
@@ -128,26 +155,62 @@ class SubjectStyle:
     stain_density: float = 1.0
     nucleus_od: tuple = tuple(NUCLEUS_OD)
     cytoplasm_od: tuple = tuple(CYTOPLASM_OD)
+    maturity: float | None = None
+    offsets: tuple = ()
+    blur: float = 0.8
+    mask_offset: float = 0.0
+    mask_jitter: float = 0.006
 
 
-# How much subjects differ (standard deviations, log scale for the factors). These are what make
-# a random image split leak: strong enough that a CNN can recognise a subject by its look.
-SUBJECT_VARIATION = dict(tint=0.14, nucleus_tint=0.05, cytoplasm_tint=0.08, size=0.10, brightness=0.05, density=0.10)
+# How much subjects differ (standard deviations, log scale for the factors). The stain signature
+# is what lets a model recognise a person; the maturity spread and the offsets are what make a
+# seen person's new cells easier than a stranger's: together they are the leak of an image split.
+SUBJECT_VARIATION = dict(tint=0.24, nucleus_tint=0.10, cytoplasm_tint=0.14, size=0.10, brightness=0.06,
+                         density=0.15, maturity=0.22, offset=0.8, blur=0.4, mask_offset=0.03,
+                         mask_jitter=0.5)
+#: Spread of a single cell's maturity around its subject's.
+CELL_MATURITY_SD = 0.10
+#: A cell's spread around its subject's typical values, as a share of the class spreads of
+#: CLASS_PARAMS: one person's cells resemble each other more than two people's do.
+CELL_SPREAD = 0.5
 
 
 def make_subject_style(rng: np.random.Generator, subject: str, label: str) -> SubjectStyle:
-    """Draw a subject's look; offsets are strong enough that a model can recognise the subject."""
+    """Draw a subject's look and tendencies (see :class:`SubjectStyle` and SUBJECT_VARIATION)."""
     v = SUBJECT_VARIATION
     tint = np.exp(rng.normal(0.0, v["tint"], size=3))  # per-channel tint of both stains
+    size_scale = float(np.exp(rng.normal(0.0, v["size"])))
+    brightness = float(np.clip(rng.normal(0.95, v["brightness"]), 0.82, 1.05))
+    stain_density = float(np.exp(rng.normal(0.0, v["density"])))
+    nucleus_od = tuple(float(x) for x in NUCLEUS_OD * tint * np.exp(rng.normal(0, v["nucleus_tint"], 3)))
+    cytoplasm_od = tuple(float(x) for x in CYTOPLASM_OD * tint * np.exp(rng.normal(0, v["cytoplasm_tint"], 3)))
+    maturity = float(MATURITY[label] + rng.normal(0.0, v["maturity"]))
+    offsets = tuple((name, float(rng.normal(0.0, v["offset"]))) for name in _SPREAD_PARAMS)
     return SubjectStyle(
-        subject=subject,
-        label=label,
-        size_scale=float(np.exp(rng.normal(0.0, v["size"]))),
-        brightness=float(np.clip(rng.normal(0.95, v["brightness"]), 0.82, 1.05)),
-        stain_density=float(np.exp(rng.normal(0.0, v["density"]))),
-        nucleus_od=tuple(float(x) for x in NUCLEUS_OD * tint * np.exp(rng.normal(0, v["nucleus_tint"], 3))),
-        cytoplasm_od=tuple(float(x) for x in CYTOPLASM_OD * tint * np.exp(rng.normal(0, v["cytoplasm_tint"], 3))),
+        subject=subject, label=label, size_scale=size_scale, brightness=brightness,
+        stain_density=stain_density, nucleus_od=nucleus_od, cytoplasm_od=cytoplasm_od,
+        maturity=maturity, offsets=offsets,
+        blur=float(0.8 * np.exp(rng.normal(0.0, v["blur"]))),
+        mask_offset=float(rng.normal(0.0, v["mask_offset"])),
+        mask_jitter=float(0.006 * np.exp(rng.normal(0.0, v["mask_jitter"]))),
     )
+
+
+def cell_params(maturity: float, offsets=()) -> dict:
+    """The drawing parameters of a cell at ``maturity`` (0 normal, 1 blast; a little beyond
+    either end is allowed), shifted by a subject's ``offsets``: ``(mean, sd)`` pairs for the
+    spread parameters, plain numbers for the cleft probability and the nucleoli rate."""
+    t = float(np.clip(maturity, -0.6, 1.6))
+    shift = dict(offsets)
+    out = {}
+    for key, hem in CLASS_PARAMS["hem"].items():
+        blast = CLASS_PARAMS["all"][key]
+        if isinstance(hem, tuple):
+            sd = hem[1] + min(max(t, 0.0), 1.0) * (blast[1] - hem[1])
+            out[key] = (hem[0] + t * (blast[0] - hem[0]) + shift.get(key, 0.0) * sd, sd * CELL_SPREAD)
+        else:
+            out[key] = max(0.0, hem + t * (blast - hem))
+    return out
 
 
 def _normal(rng: np.random.Generator, mean_sd: tuple, low: float = 0.0, high: float = np.inf) -> float:
@@ -158,7 +221,7 @@ def _normal(rng: np.random.Generator, mean_sd: tuple, low: float = 0.0, high: fl
 def _outline(rng: np.random.Generator, irregularity: float, cleft: float = 0.0) -> np.ndarray:
     """Radius factor around the circle (a lookup table over angle): random harmonics + a notch."""
     theta = np.linspace(-np.pi, np.pi, _ANGLES, endpoint=False)
-    amps = irregularity * rng.normal(size=_HARMONICS.size) / np.sqrt(_HARMONICS.size)
+    amps = irregularity * _HARMONIC_WEIGHTS * rng.normal(size=_HARMONICS.size)
     phases = rng.uniform(0, 2 * np.pi, size=_HARMONICS.size)
     factor = 1.0 + (amps[:, None] * np.cos(_HARMONICS[:, None] * theta + phases[:, None])).sum(0)
     if cleft > 0:
@@ -215,15 +278,17 @@ def render_cell(
     """Draw one synthetic segmented cell: uint8 (image_size, image_size, 3), black background.
 
     ``label`` is ``"all"`` (blast) or ``"hem"`` (normal); ``subject_style`` gives the subject's
-    stain, brightness and size (a neutral style when None). The same generator state gives the
-    same image. The cell always lies inside the central 400/450 of the image.
+    stain, focus, mask habits and where its cells sit between normal and blast (a neutral style
+    of that class when None). The same generator state gives the same image. The cell always lies
+    inside the central 400/450 of the image.
     """
     if label not in CLASS_PARAMS:
         raise ValueError(f"render_cell: unknown label {label!r}; expected 'all' or 'hem'")
     if image_size < 16:
         raise ValueError(f"render_cell: image_size={image_size} is too small; use 16 or more")
-    p = CLASS_PARAMS[label]
     style = subject_style or SubjectStyle(label=label)
+    base = MATURITY[label] if style.maturity is None else style.maturity
+    p = cell_params(base + rng.normal(0.0, CELL_MATURITY_SD), style.offsets)
     s = image_size / REFERENCE_SIZE
 
     # Shape: cell outline, nucleus size, position and outline (all in pixels of this image).
@@ -232,9 +297,11 @@ def render_cell(
     frac = _normal(rng, p["nucleus_fraction"], 0.55, 0.95)
     cleft = rng.uniform(0.08, 0.25) if rng.random() < p["cleft"] else 0.0
     nuc_outline = _outline(rng, _normal(rng, p["nucleus_contour"], 0.0, 0.15), cleft)
+    mask_outline = cell_outline * np.float32(1.0 + style.mask_offset) + _ragged(rng, style.mask_jitter)
+    blur = style.blur * math.exp(rng.normal(0.0, 0.25)) * s  # this cell's focus
     low, high = _safe_window(image_size)
     max_half = (high - low) / 2 - 1.5
-    extent = radius * cell_outline.max() + 0.5
+    extent = radius * max(cell_outline.max(), mask_outline.max()) + 0.5
     if extent > max_half:  # shrink rather than cut: the crop must stay lossless
         radius *= max_half / extent
         extent = max_half
@@ -252,16 +319,17 @@ def render_cell(
     yy, xx = np.ogrid[y0 : y1 + 1, x0 : x1 + 1]
     yy, xx = yy.astype(np.float32), xx.astype(np.float32)
     r, idx = _polar(yy, xx, cy, cx)
-    cell_alpha = np.clip(np.float32(radius) * cell_outline[idx] - r + 0.5, 0.0, 1.0)
+    f32 = np.float32
+    cell_alpha = np.clip(f32(radius) * cell_outline[idx] - r + 0.5, 0.0, 1.0)
+    mask = np.clip(f32(radius) * mask_outline[idx] - r + 0.5, 0.0, 1.0) > 0.5  # the segmentation
     rn, nidx = _polar(yy, xx, ny, nx)
-    nuc_edge = np.float32(nuc_radius) * nuc_outline[nidx] - rn
+    nuc_edge = f32(nuc_radius) * nuc_outline[nidx] - rn
     nuc_alpha = np.clip(nuc_edge + 0.5, 0.0, 1.0) * cell_alpha
 
     # Texture: fine open chromatin vs coarse clumps; nucleoli; a slightly darker membrane.
     noise = rng.standard_normal(r.shape, dtype=np.float32)
     fine = _unit_noise(noise, 1.1 * s)
     coarse = _unit_noise(noise, 4.0 * s)
-    f32 = np.float32
     chromatin = f32(_normal(rng, p["nucleus_density"], 0.6, 1.5)) * (
         1 + f32(_normal(rng, p["fine"], 0, 0.4)) * fine + f32(_normal(rng, p["coarse"], 0, 0.5)) * coarse
     ) + f32(0.18) * np.exp(-np.square(nuc_edge * f32(1 / (2.5 * s + 0.5))))
@@ -269,21 +337,34 @@ def render_cell(
         _add_nucleolus(rng, chromatin, y0, x0, ny, nx, nuc_radius, s)
     cytoplasm = f32(_normal(rng, p["cytoplasm_density"], 0.4, 1.5)) * (1 + f32(0.08) * fine)
 
-    # Colour: Beer-Lambert mix of the two stains, then black outside the cell.
+    # Colour: Beer-Lambert mix of the two stains over pale plasma, out of focus by the cell's
+    # blur, then cut out by the segmentation mask (black outside it, as in C-NMC).
     density = f32(style.stain_density)
-    cyto_w = (cell_alpha - nuc_alpha) * cytoplasm * density
+    cyto_w = ((cell_alpha - nuc_alpha) * cytoplasm + (1 - cell_alpha) * f32(BACKGROUND_DENSITY)) * density
     nuc_w = nuc_alpha * np.maximum(chromatin, f32(0.05)) * density
     od = (
         cyto_w[..., None] * np.asarray(style.cytoplasm_od, f32)
         + nuc_w[..., None] * np.asarray(style.nucleus_od, f32)
     )
     white = f32(255.0 * style.brightness * rng.normal(1.0, 0.03))
-    rgb = np.exp(-od)
-    rgb *= (white * cell_alpha)[..., None]
-    rgb += rng.standard_normal(rgb.shape, dtype=f32) * f32(1.5) * (cell_alpha > 0)[..., None]
+    rgb = np.exp(-od) * white
+    if blur > 0.3:
+        rgb = ndimage.gaussian_filter(rgb, sigma=(blur, blur, 0), truncate=2.5)
+    rgb += rng.standard_normal(rgb.shape, dtype=f32) * f32(1.5)
+    rgb *= mask[..., None]
     image = np.zeros((image_size, image_size, 3), np.uint8)
     image[y0 : y1 + 1, x0 : x1 + 1] = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    image[y0 : y1 + 1, x0 : x1 + 1][mask & (image[y0 : y1 + 1, x0 : x1 + 1].max(axis=2) == 0)] = 1
     return image
+
+
+def _ragged(rng: np.random.Generator, amplitude: float) -> np.ndarray:
+    """High-frequency wobble of a segmentation mask's edge (relative radius, lookup over angle)."""
+    theta = np.linspace(-np.pi, np.pi, _ANGLES, endpoint=False)
+    harmonics = np.arange(8, 40)
+    amps = amplitude * rng.normal(size=harmonics.size) / np.sqrt(harmonics.size / 4)
+    phases = rng.uniform(0, 2 * np.pi, size=harmonics.size)
+    return (amps[:, None] * np.cos(harmonics[:, None] * theta + phases[:, None])).sum(0).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- planning
@@ -297,15 +378,27 @@ def _cell_rng(seed: int, subject_index: int, k: int) -> np.random.Generator:
     return np.random.default_rng([seed, 1, subject_index, k])
 
 
-def _apportion(total: int, weights: np.ndarray, minimum: int) -> np.ndarray:
-    """Split ``total`` into integer parts proportional to ``weights``, each at least ``minimum``."""
-    minimum = min(minimum, total // len(weights))
-    free = total - minimum * len(weights)
-    raw = weights / weights.sum() * free
-    parts = np.floor(raw).astype(int)
-    order = np.argsort(-(raw - parts), kind="stable")
-    parts[order[: free - parts.sum()]] += 1
-    return parts + minimum
+def _apportion(total: int, weights: np.ndarray, minimum: int, cap: int | None = None) -> np.ndarray:
+    """Split ``total`` into integer parts proportional to ``weights``, each at least ``minimum``
+    and (when ``cap`` is given) at most ``cap``: parts over the cap are fixed at it and the rest
+    is shared again among the others."""
+    weights = np.asarray(weights, float)
+    n = len(weights)
+    minimum = min(minimum, total // n)
+    if cap is not None:
+        cap = max(int(cap), -(-total // n))  # a cap below the mean cannot be met
+    fixed = np.zeros(n, bool)
+    while True:
+        free = total - minimum * (~fixed).sum() - (cap or 0) * fixed.sum()
+        raw = weights * ~fixed / weights[~fixed].sum() * free
+        parts = np.floor(raw).astype(int)
+        order = np.argsort(-(raw - parts) + fixed * 2, kind="stable")
+        parts[order[: free - parts.sum()]] += 1
+        parts = np.where(fixed, cap or 0, parts + minimum)
+        over = (parts > cap) & ~fixed if cap is not None else np.zeros(n, bool)
+        if not over.any():
+            return parts
+        fixed |= over
 
 
 def _assign_folds(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -324,14 +417,20 @@ def _assign_folds(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return folds
 
 
+#: No subject holds more than this share of its class's images (the real data's largest HEM
+#: subject holds about 12 % of HEM; a cap keeps one person from dominating a small test part).
+MAX_SUBJECT_SHARE = 0.08
+
+
 def _n_subjects(n_images: int) -> tuple[int, int]:
-    """ALL and HEM subject counts: 16 + 8 by default, fewer (at least 6 + 3) for tiny sets."""
-    total = int(np.clip(n_images // 75, 9, 24))
+    """ALL and HEM subject counts, about 2:1 as in C-NMC (47 + 26): 40 + 20 for the default
+    2,400 images (one subject per 40 images), fewer (at least 6 + 3) for tiny sets."""
+    total = int(np.clip(n_images // 40, 9, 60))
     n_hem = max(3, round(total / 3))
     return total - n_hem, n_hem
 
 
-def plan_demo_dataset(n_images: int = 1800, seed: int = 0) -> pd.DataFrame:
+def plan_demo_dataset(n_images: int = DEFAULT_IMAGES, seed: int = 0) -> pd.DataFrame:
     """One row per image the generator will write: subject, label, fold, image, cell, filename.
 
     Depends only on ``n_images`` and ``seed``. Columns ``subject_index`` and ``k`` (the image's
@@ -349,7 +448,8 @@ def plan_demo_dataset(n_images: int = 1800, seed: int = 0) -> pd.DataFrame:
     rows = []
     index = 0
     for label, n_subj, n_cls in (("all", n_all_subj, n_all), ("hem", n_hem_subj, n_images - n_all)):
-        counts = _apportion(n_cls, plan_rng.lognormal(0.0, 0.8, size=n_subj), minimum=2)
+        counts = _apportion(n_cls, plan_rng.lognormal(0.0, 0.8, size=n_subj), minimum=2,
+                            cap=math.floor(MAX_SUBJECT_SHARE * n_cls))
         folds = _assign_folds(counts, plan_rng)
         for j in range(n_subj):
             number = j + 1
@@ -442,7 +542,7 @@ def _default_workers(n_images: int) -> int:
 def make_demo_dataset(
     out_dir: str | os.PathLike | None = None,
     *,
-    n_images: int = 1800,
+    n_images: int = DEFAULT_IMAGES,
     image_size: int = REFERENCE_SIZE,
     seed: int = 0,
     ext: str = "bmp",

@@ -118,14 +118,49 @@ def test_classes_differ_as_designed_but_overlap():
 
 
 def test_subjects_have_their_own_look():
-    plan = demo.plan_demo_dataset(1800, seed=0)
+    plan = demo.plan_demo_dataset(2400, seed=0)
     styles = demo.subject_styles(plan, seed=0)
-    assert len(styles) == 24
-    assert plan.groupby("label").size()["all"] == 1200
+    by_class = plan.drop_duplicates("subject").groupby("label").size()
+    assert (by_class["all"], by_class["hem"]) == (40, 20)  # about 2:1, as C-NMC's 47 + 26
+    assert plan.groupby("label").size()["all"] == 1600
     counts = plan.groupby("subject").size()
     assert counts.max() > 4 * counts.min()  # skewed images per subject
+    share = plan.groupby(["label", "subject"]).size() / plan.groupby("label").size()
+    assert share.max() <= demo.MAX_SUBJECT_SHARE  # no person dominates a class
     hues = np.array([np.asarray(s.nucleus_od) / np.sum(s.nucleus_od) for s in styles.values()])
     assert hues.std(axis=0).max() > 0.02
+
+
+def test_subjects_sit_along_the_normal_to_blast_axis():
+    """Patients' cells sit near the blast end, donors' near the normal end, with overlap: some
+    subjects are atypical of their class, which is what an unseen-subject test must cope with."""
+    styles = demo.subject_styles(demo.plan_demo_dataset(2400, seed=0), seed=0)
+    maturity = {c: np.array([s.maturity for s in styles.values() if s.label == c]) for c in ("all", "hem")}
+    assert maturity["all"].mean() - maturity["hem"].mean() > 0.7
+    assert maturity["all"].min() < 0.75 and maturity["hem"].max() > 0.25
+    typical, mature_looking = demo.cell_params(1.0), demo.cell_params(0.0)
+    assert typical == {k: v for k, v in demo.cell_params(1.0, ()).items()}
+    assert typical["radius"][0] > mature_looking["radius"][0]
+    shifted = demo.cell_params(1.0, (("radius", 1.0),))
+    # offsets are in units of the class spread; a cell varies CELL_SPREAD times as much around them
+    assert shifted["radius"][0] == pytest.approx(typical["radius"][0] + demo.CLASS_PARAMS["all"]["radius"][1])
+    assert typical["radius"][1] == pytest.approx(demo.CELL_SPREAD * demo.CLASS_PARAMS["all"]["radius"][1])
+
+
+def test_apportion_respects_minimum_total_and_cap():
+    weights = np.array([50.0, 1, 1, 1, 1, 1, 1, 1, 1, 1])
+    parts = demo._apportion(200, weights, minimum=2, cap=30)
+    assert parts.sum() == 200 and parts.min() >= 2 and parts.max() <= 30
+    assert demo._apportion(200, weights, minimum=2).max() > 30  # the cap is what limits it
+
+
+def test_segmentation_mask_cuts_the_cell_out_cleanly():
+    """Black outside the mask, never black inside it, whatever the subject's mask habits."""
+    style = demo.SubjectStyle(label="all", mask_offset=0.04, mask_jitter=0.02, blur=1.5)
+    image = demo.render_cell(np.random.default_rng(3), "all", style, image_size=120)
+    inside = image.max(axis=2) > 0
+    assert 0.05 < inside.mean() < 0.6
+    assert image[~inside].max() == 0
 
 
 def test_bad_input_is_explained(tmp_path):

@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 from allnet_lib import paths
+from allnet_lib.profiles import DEMO_IMAGES
 from allnet_lib.cli import UserError
 
 SPLIT_METHODS = ("subject", "image", "fold")
@@ -165,7 +166,7 @@ def _register_demo(subparsers) -> None:
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="where to write it (default: $ALLNET_DATA/demo, now "
                              f"{str(paths.demo_dir()).replace('%', '%%')})")
-    parser.add_argument("--n-images", type=_positive_int, default=1800, metavar="N",
+    parser.add_argument("--n-images", type=_positive_int, default=DEMO_IMAGES, metavar="N",
                         help="number of images, about 2/3 ALL (default: %(default)s)")
     parser.add_argument("--size", type=_positive_int, default=450, metavar="PX",
                         help="image side in pixels; the real images are 450 (default: %(default)s)")
