@@ -13,11 +13,13 @@ image-level split is its *optimism gap*: how much of its score came from recogni
 from __future__ import annotations
 
 import gc
+import math
 import json
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 
 from allnet_lib import evaluate
@@ -217,6 +219,7 @@ def _train_and_evaluate(model_name, split, profile, run_dir, config, reuse, extr
             "images_per_second": result.images_per_second,
             "epochs": int(len(result.history)),
             "best_epoch": getattr(result, "best_epoch", None),
+            "train_accuracy": getattr(result, "best_train_accuracy", None),
             "run_dir": str(result.run_dir),
         }
         tests = {"test": split.test, **extra_tests}
@@ -298,7 +301,8 @@ def _as_record_list(records) -> list[dict]:
 def results_table(records) -> pd.DataFrame:
     """One row per record: the headline metrics with 95 % CIs, subject-level accuracy, training
     time and speed, and the 2019 report's Table 2 accuracy as a reference column
-    (:data:`REFERENCE_COLUMN`; measured on a random image split, so an upper bound in spirit).
+    (:data:`REFERENCE_COLUMN`; measured on a random image split that shares people between
+    training and test, on other data and another recipe: a reference, not a comparison).
 
     All metrics are fractions in [0, 1]; missing values are NaN.
     """
@@ -312,6 +316,10 @@ def results_table(records) -> pd.DataFrame:
         for key in TABLE_METRICS:
             ci = intervals.get(key) or (None, None)
             row[key], row[f"{key}_ci_low"], row[f"{key}_ci_high"] = m.get(key), ci[0], ci[1]
+        ci = m.get("ci") or {}
+        row["ci_trusted"] = ci.get("trusted")
+        row["ci_subjects"] = (" + ".join(f"{n} {c}" for c, n in ci["clusters_per_class"].items())
+                              if ci.get("clusters_per_class") else None)
         row["train_seconds"] = training.get("seconds")
         row["train_images_per_second"] = training.get("images_per_second")
         row["eval_images_per_second"] = record.get("images_per_second")
@@ -320,7 +328,7 @@ def results_table(records) -> pd.DataFrame:
         rows.append(row)
     table = pd.DataFrame(rows)
     if not table.empty:
-        numeric = [c for c in table.columns if c not in ("model", "split")]
+        numeric = [c for c in table.columns if c not in ("model", "split", "ci_trusted", "ci_subjects")]
         table[numeric] = table[numeric].apply(pd.to_numeric, errors="coerce")
     table.attrs["reference_note"] = REPORT_TABLE2_NOTE
     return table
@@ -339,6 +347,9 @@ def format_results(table: pd.DataFrame) -> pd.DataFrame:
         out[key.replace("_", " ")] = [
             pct(v) + (f" [{pct(lo)}, {pct(hi)}]" if not pd.isna(lo) else "")
             for v, lo, hi in zip(table[key], table[f"{key}_ci_low"], table[f"{key}_ci_high"])]
+    if "ci_trusted" in table:
+        out["intervals"] = ["trusted" if t is True else f"not trusted: {n} subjects" if t is False else "n/a"
+                            for t, n in zip(table["ci_trusted"], table["ci_subjects"])]
     out["train s"] = table["train_seconds"].round(1)
     out["train img/s"] = table["train_images_per_second"].round(1)
     out["report 2019 acc. (image split)"] = [pct(v) for v in table[REFERENCE_COLUMN]]
@@ -373,7 +384,7 @@ EVALUATED_ON = {"test": "own test part", "heldout": "held-out subjects"}
 def leakage_experiment(model_name: str, table: pd.DataFrame, profile, *, out_dir=None, seed: int = 0,
                        heldout_size: float = 0.2, test_size: float = DEFAULT_TEST_SIZE,
                        val_size: float = LEAKAGE_VAL_SIZE, reuse: bool = True, progress: bool = True,
-                       log=print) -> dict:
+                       kinds: Iterable[str] = ("image", "subject"), log=print) -> dict:
     """Does a random image-level split overstate performance on new people, and by how much?
 
     1. Carve out ``heldout_size`` of the images as whole subjects that no model will see.
@@ -382,13 +393,48 @@ def leakage_experiment(model_name: str, table: pd.DataFrame, profile, *, out_dir
     3. Train the same model with the same profile on each, and evaluate each on its own test part
        and on the held-out subjects.
 
+    ``kinds`` picks which of the two splits to train on (the optimism gap needs only "image").
     The image-level split's own-test score minus its held-out score is the *optimism gap*. The
     result dict (also written to ``out_dir/leakage.json``) holds the numbers with subject-level
     bootstrap CIs; records go to ``out_dir/{image,subject}/``. Reuse works as in compare_models.
     """
+    _check_model_names([model_name])
+    heldout, made = leakage_splits(table, seed=seed, heldout_size=heldout_size, test_size=test_size,
+                                   val_size=val_size)
+    out_dir = Path(out_dir) if out_dir is not None else _default_leakage_dir(model_name, profile, seed)
+    result = leakage_result_header(model_name, profile.name, seed, heldout)
+    kinds = [k for k in made if k in set(kinds)]
+    if "image" not in kinds:
+        raise ValueError(f"kinds={kinds!r}: the leakage experiment needs the image split ('image')")
+    for kind in kinds:
+        split = made[kind]
+        log(f"leakage experiment: {TRAINED_ON[kind]} ({split.name})")
+        recs, was_reused = run_model(model_name, split, profile, out_dir / kind, reuse=reuse,
+                                     extra_tests={"heldout": heldout}, progress=progress, log=log)
+        result["splits"][kind] = _split_facts(split)
+        result["results"][kind] = {k: _summary(r["metrics"]) for k, r in recs.items()}
+        where = _record_paths(out_dir / kind, {"heldout": None})
+        result["records"][kind] = {k: str(p) for k, p in where.items()}
+        result["reused"][kind] = was_reused
+        result.setdefault("_records", {})[kind] = recs
+    result["fit"] = {kind: _fit_facts(recs) for kind, recs in result.pop("_records", {}).items()}
+    result["optimism_gap"] = _gap(result["results"]["image"])
+    if "subject" in result["results"]:
+        result["subject_split_gap"] = _gap(result["results"]["subject"])
+    result = evaluate._jsonable(result)
+    _write_json(out_dir / LEAKAGE_NAME, result)
+    return result
+
+
+def leakage_splits(table: pd.DataFrame, *, seed: int = 0, heldout_size: float = 0.2,
+                   test_size: float = DEFAULT_TEST_SIZE, val_size: float = LEAKAGE_VAL_SIZE):
+    """The leakage experiment's data: ``(heldout, {"image": Split, "subject": Split})``.
+
+    Whole subjects (``heldout_size`` of the images) are set aside first; the rest is split twice,
+    by image (the report's way) and by subject. One function for every model family (CNNs and the
+    classical baseline), so their gaps are measured on the same people for the same seed."""
     from allnet_lib import split as splits
 
-    _check_model_names([model_name])
     table = splits.training_rows(table)
     _check_leakage_subjects(table)
     try:
@@ -402,9 +448,16 @@ def leakage_experiment(model_name: str, table: pd.DataFrame, profile, *, out_dir
     except ValueError as error:
         raise ValueError(f"cannot make the leakage experiment's splits (held-out subjects, then "
                          f"train/val/test of the rest): {error}") from error
-    out_dir = Path(out_dir) if out_dir is not None else _default_leakage_dir(model_name, profile, seed)
-    result = {
-        "model": model_name, "profile": profile.name, "seed": seed,
+    return heldout, made
+
+
+def leakage_result_header(model_name: str, profile_name: str, seed: int, heldout: pd.DataFrame) -> dict:
+    """The start of a leakage result dict; ``splits``, ``results``, ``records`` and ``reused`` are
+    filled per split kind, then ``optimism_gap`` and ``subject_split_gap`` by :func:`_gap`."""
+    from allnet_lib import split as splits
+
+    return {
+        "model": model_name, "profile": profile_name, "seed": seed,
         "note": ("optimism_gap = (image-level split, own test) - (image-level split, held-out "
                  "subjects): how much of the image split's score came from people seen in training"),
         "heldout": {"subjects": sorted(set(heldout["subject"].astype(str))), "n_images": len(heldout),
@@ -412,19 +465,56 @@ def leakage_experiment(model_name: str, table: pd.DataFrame, profile, *, out_dir
                     "manifest_hash": splits.manifest_hash(heldout)},
         "splits": {}, "results": {}, "records": {}, "reused": {},
     }
-    for kind, split in made.items():
-        log(f"leakage experiment: {TRAINED_ON[kind]} ({split.name})")
-        recs, was_reused = run_model(model_name, split, profile, out_dir / kind, reuse=reuse,
-                                     extra_tests={"heldout": heldout}, progress=progress, log=log)
-        result["splits"][kind] = _split_facts(split)
-        result["results"][kind] = {k: _summary(r["metrics"]) for k, r in recs.items()}
-        where = _record_paths(out_dir / kind, {"heldout": None})
-        result["records"][kind] = {k: str(p) for k, p in where.items()}
-        result["reused"][kind] = was_reused
-    result["optimism_gap"] = _gap(result["results"]["image"])
-    result["subject_split_gap"] = _gap(result["results"]["subject"])
+
+
+#: A model "fits" its training part when its training accuracy at the chosen epoch reaches this:
+#: below it, a small optimism gap may only mean the model learnt too little to memorise anyone.
+FIT_THRESHOLD = 0.90
+
+
+def _fit_facts(records: Mapping[str, dict]) -> dict:
+    """How well the trained model fitted its training part (from any of its records)."""
+    training = next(iter(records.values())).get("training") or {}
+    accuracy = training.get("train_accuracy")
+    return {"train_accuracy": accuracy,
+            "fitted": None if accuracy is None else bool(accuracy >= FIT_THRESHOLD),
+            "epochs": training.get("epochs"), "best_epoch": training.get("best_epoch")}
+
+
+LEAKAGE_SEEDS_NAME = "leakage_seeds_{model}.json"  # one per model: several models may share a leakage folder
+
+
+def leakage_seeds(model_name: str, table: pd.DataFrame, profile, *, seeds: Iterable[int] | None = None,
+                  out_dir=None, heldout_size: float = 0.2, with_subject_split: bool = False,
+                  reuse: bool = True, progress: bool = True, log=print) -> dict:
+    """The leakage experiment of a CNN over several seeds (each seed: other held-out people, other
+    splits, other initial weights), as the classical baseline's :func:`allnet_lib.baseline.classical_leakage`.
+
+    Every seed trains the image split (its optimism gap is the measurement); with
+    ``with_subject_split`` the first seed also trains the subject split, for the full picture of
+    one run (the classical baseline shows that picture for every seed in seconds). ``seeds`` defaults to the profile's
+    ``leakage_seeds``; the profile's ``leakage_epochs`` (when set) replaces its ``epochs``, so the
+    model is trained until it fits its training part. Returns ``{"model", "profile", "seeds":
+    [per-seed results as leakage_experiment's], "summary": leakage_over_seeds(...)}``, also written
+    to ``out_dir/leakage_seeds_<model>.json``."""
+    seeds = [int(s) for s in (profile.leakage_seeds if seeds is None else seeds)]
+    if not seeds:
+        raise ValueError("leakage_seeds needs at least one seed")
+    if getattr(profile, "leakage_epochs", None):
+        profile = profile.replace(epochs=int(profile.leakage_epochs))
+    base = Path(out_dir) if out_dir is not None else _default_leakage_dir(model_name, profile, "seeds").parent
+    per_seed = []
+    for k, seed in enumerate(seeds):
+        log(f"leakage experiment, seed {seed} ({k + 1} of {len(seeds)})")
+        kinds = ("image", "subject") if k == 0 and with_subject_split else ("image",)
+        per_seed.append(leakage_experiment(model_name, table, profile.replace(seed=seed),
+                                           out_dir=base / f"{model_name}-s{seed}",
+                                           seed=seed, heldout_size=heldout_size, reuse=reuse,
+                                           progress=progress, kinds=kinds, log=log))
+    result = {"model": model_name, "profile": profile.name, "epochs": profile.epochs, "seeds": per_seed,
+              "summary": leakage_over_seeds(per_seed)}
     result = evaluate._jsonable(result)
-    _write_json(out_dir / LEAKAGE_NAME, result)
+    _write_json(base / LEAKAGE_SEEDS_NAME.format(model=model_name), result)
     return result
 
 
@@ -538,3 +628,139 @@ def leakage_table(result: dict) -> pd.DataFrame:
     numeric = [c for c in table.columns if c not in ("trained_on", "evaluated_on")]
     table[numeric] = table[numeric].apply(pd.to_numeric, errors="coerce")
     return table
+
+
+# ----------------------------------------------------------------------------------------------
+# the leakage experiment over seeds (CNNs and the classical baseline alike)
+# ----------------------------------------------------------------------------------------------
+
+
+def _spread(values: list[float]) -> dict:
+    """mean, sample standard deviation (ddof=1; None for one value), min, max, positives, and a
+    95 % t-interval of the mean over the values (None for fewer than two)."""
+    from scipy import stats
+
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0:
+        return {"mean": None, "std": None, "min": None, "max": None, "n_positive": 0, "n": 0,
+                "ci95": None}
+    out = {"mean": float(arr.mean()), "std": None, "min": float(arr.min()), "max": float(arr.max()),
+           "n_positive": int((arr > 0).sum()), "n": int(arr.size), "ci95": None}
+    if arr.size > 1:
+        out["std"] = float(arr.std(ddof=1))
+        half = float(stats.t.ppf(0.975, arr.size - 1)) * out["std"] / math.sqrt(arr.size)
+        out["ci95"] = [out["mean"] - half, out["mean"] + half]
+    return out
+
+
+def _score(result: dict, kind: str, test: str, metric: str):
+    return ((result.get("results") or {}).get(kind) or {}).get(test, {}).get(metric)
+
+
+def leakage_over_seeds(per_seed: list[dict], metric: str = "accuracy") -> dict:
+    """The leakage experiment over seeds: for the optimism gap (image split: own test minus
+    held-out subjects) and the subject split's gap, their mean, sample standard deviation
+    (ddof=1; None for one seed), min, max, a 95 % t-interval of the mean over seeds (``ci95``;
+    the seeds share one data set, so it describes split-to-split variation), each seed's value
+    and how many seeds had a positive gap; the mean own-test and held-out scores of each split kind. Seeds where ``metric`` is
+    undefined are left out of the numbers and counted in ``n_undefined``."""
+    seeds, gaps, subject_gaps, undefined = [], [], [], []
+    scores: dict[str, dict[str, list[float]]] = {k: {"test": [], "heldout": []} for k in ("image", "subject")}
+    for result in per_seed:
+        gap = (result.get("optimism_gap") or {}).get(metric)
+        if gap is None:
+            undefined.append(result.get("seed"))
+            continue
+        seeds.append(result.get("seed"))
+        gaps.append(float(gap))
+        sub = (result.get("subject_split_gap") or {}).get(metric)
+        subject_gaps.append(None if sub is None else float(sub))
+        for kind in scores:
+            for test in ("test", "heldout"):
+                value = _score(result, kind, test, metric)
+                if value is not None:
+                    scores[kind][test].append(float(value))
+    optimism = _spread(gaps)
+    optimism["values"] = gaps
+    subject = _spread([g for g in subject_gaps if g is not None])
+    subject["values"] = subject_gaps
+    return {
+        "metric": metric, "n_seeds": len(seeds), "seeds": seeds, "n_undefined": len(undefined),
+        "undefined_seeds": undefined,
+        "optimism_gap": optimism, "subject_split_gap": subject,
+        "mean_score": {kind: {test: (float(np.mean(v)) if v else None) for test, v in tests.items()}
+                       for kind, tests in scores.items()},
+        "mean_heldout": (float(np.mean(scores["image"]["heldout"])) if scores["image"]["heldout"] else None),
+        "train_accuracy": [((r.get("fit") or {}).get("image") or {}).get("train_accuracy") for r in per_seed],
+        "model": per_seed[0].get("model") if per_seed else None,
+    }
+
+
+def leakage_seeds_table(per_seed: list[dict], metric: str = "accuracy") -> pd.DataFrame:
+    """One row per seed: the image split's own-test and held-out ``metric`` and their gap, the
+    same for the subject split, and the held-out subjects and images."""
+    rows = []
+    for result in per_seed:
+        heldout = result.get("heldout") or {}
+        row = {"seed": result.get("seed"),
+               "image_own_test": _score(result, "image", "test", metric),
+               "image_heldout": _score(result, "image", "heldout", metric),
+               "optimism_gap": (result.get("optimism_gap") or {}).get(metric),
+               "subject_own_test": _score(result, "subject", "test", metric),
+               "subject_heldout": _score(result, "subject", "heldout", metric),
+               "subject_split_gap": (result.get("subject_split_gap") or {}).get(metric),
+               "heldout_subjects": len(heldout.get("subjects") or []),
+               "heldout_images": heldout.get("n_images")}
+        rows.append(row)
+    columns = ["seed", "image_own_test", "image_heldout", "optimism_gap", "subject_own_test",
+               "subject_heldout", "subject_split_gap", "heldout_subjects", "heldout_images"]
+    table = pd.DataFrame(rows, columns=columns)
+    return table.apply(pd.to_numeric, errors="coerce")
+
+
+def leakage_seeds_verdict(summary: dict) -> str:
+    """One sentence on the optimism gap over seeds, computed from :func:`leakage_over_seeds`.
+
+    A direction is claimed only when the gap was positive in more than half of the seeds *and*
+    its mean is positive, and the sentence then says whether the 95 % t-interval over seeds
+    excludes zero; otherwise it says plainly that these seeds did not show a gap."""
+    metric = summary.get("metric", "accuracy")
+    gap = summary.get("optimism_gap") or {}
+    n = int(gap.get("n") or 0)
+    who = f" ({summary['model']})" if summary.get("model") else ""
+    if n == 0:
+        return f"No seed gave a defined {metric} gap{who}: nothing can be said about leakage."
+    mean, sd, pos = gap["mean"], gap.get("std"), int(gap["n_positive"])
+    spread = f" ± {sd:.3f} (SD)" if sd is not None else ""
+    seeds = "seed" if n == 1 else "seeds"
+    rng = f", range {gap['min']:+.3f} to {gap['max']:+.3f}" if n > 1 else ""
+    subject = summary.get("subject_split_gap") or {}
+    contrast = ""
+    if subject.get("mean") is not None:
+        sub_sd = f" ± {subject['std']:.3f}" if subject.get("std") is not None else ""
+        contrast = (f" The subject-level split's own test part differed from held-out subjects by "
+                    f"{subject['mean']:+.3f}{sub_sd} on average.")
+    ci = gap.get("ci95")
+    if ci is None:
+        noise = " One seed shows no spread: run more seeds before drawing a conclusion."
+    elif ci[0] > 0 or ci[1] < 0:
+        noise = f" The 95% t-interval of the mean over seeds, [{ci[0]:+.3f}, {ci[1]:+.3f}], excludes zero."
+    else:
+        noise = (f" The 95% t-interval of the mean over seeds, [{ci[0]:+.3f}, {ci[1]:+.3f}], includes "
+                 "zero: these seeds do not tell the gap from split-to-split noise.")
+    fits = [a for a in summary.get("train_accuracy") or [] if a is not None]
+    unfit = [a for a in fits if a < FIT_THRESHOLD]
+    if unfit:
+        contrast += (f" In {len(unfit)} of {len(fits)} seeds the image-split model did not fit its "
+                     f"training part (training accuracy {min(unfit):.2f} at the chosen epoch, below "
+                     f"{FIT_THRESHOLD:.2f}): a model that has not learnt its training cells cannot "
+                     "show how much memorising people helps, so its gap says little about the leak.")
+    if pos * 2 > n and mean > 0:
+        return (f"Over {n} {seeds}{who} the random image split scored {mean:.3f}{spread} higher "
+                f"{metric} on its own test part than on held-out subjects (gap positive in {pos} of "
+                f"{n} {seeds}{rng}).{noise}{contrast}")
+    direction = "lower" if mean < 0 else "higher"
+    return (f"Over {n} {seeds}{who} the random image split's own-test {metric} was not reliably "
+            f"higher than on held-out subjects: mean gap {mean:+.3f}{spread} ({abs(mean):.3f} "
+            f"{direction} on average), positive in only {pos} of {n} {seeds}{rng}. These runs do "
+            f"not show that the image split overstates the score on new people.{contrast}")

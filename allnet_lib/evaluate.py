@@ -37,6 +37,11 @@ CI_METRICS = (
     "weighted_f1", "roc_auc", "subject_accuracy",
 )
 FEW_SUBJECTS = 10  # below this many subjects a bootstrap interval is a rough guide at best
+#: The rule for trusting a subject-bootstrap interval: at least this many subjects of *each*
+#: class. With k people of a class, resampling them can only reshuffle k values; below 5 the
+#: interval is typically degenerate (e.g. [1.00, 1.00] when every person is diagnosed right) or
+#: far narrower than the true uncertainty.
+MIN_SUBJECTS_PER_CLASS = 5
 
 
 # ----------------------------------------------------------------------------------------------
@@ -251,8 +256,15 @@ def _bootstrap_ci(y, y_pred, p, subj, n_bootstrap: int, seed: int) -> dict:
         undefined[name] = int(values.size - finite.size)
         tail = (1 - CI_LEVEL) / 2 * 100
         intervals[name] = (np.percentile(finite, [tail, 100 - tail]).tolist() if finite.size else None)
+    per_class = {CLASSES[c]: int((cluster_class == c).sum()) for c in (0, 1)}
+    short = {name: n for name, n in per_class.items() if n < MIN_SUBJECTS_PER_CLASS}
+    trusted = by_subject and not short
     warning = None
-    if by_subject and n_clusters < FEW_SUBJECTS:
+    if by_subject and short:
+        warning = (f"only {n_clusters} subjects ({per_class['all']} ALL, {per_class['hem']} hem): "
+                   f"fewer than {MIN_SUBJECTS_PER_CLASS} of a class, so these intervals are not to be "
+                   "trusted (often degenerate or too narrow)")
+    elif by_subject and n_clusters < FEW_SUBJECTS:
         warning = f"only {n_clusters} subjects: intervals are a rough guide"
     return {
         "method": ("stratified cluster bootstrap over subjects" if by_subject
@@ -261,6 +273,10 @@ def _bootstrap_ci(y, y_pred, p, subj, n_bootstrap: int, seed: int) -> dict:
         "n_bootstrap": int(n_bootstrap),
         "seed": int(seed),
         "n_clusters": int(n_clusters),
+        "clusters_per_class": per_class,
+        "trusted": bool(trusted),
+        "rule": (f"trusted when at least {MIN_SUBJECTS_PER_CLASS} subjects of each class are resampled"
+                 if by_subject else "cells resampled as if independent: never trusted for grouped data"),
         "intervals": intervals,
         "undefined_replicates": undefined,
         "warning": warning,

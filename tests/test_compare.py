@@ -194,3 +194,33 @@ def test_leakage_verdict_follows_the_numbers(own, own_ci, held, held_ci, expecte
     verdict = compare.leakage_verdict(_leakage_result(own, own_ci, held, held_ci))
     assert expected in verdict
     assert f"gap {own - held:+.3f}" in verdict
+
+
+def test_leakage_seeds_trains_the_image_split_per_seed_and_reuses(table, profile, tmp_path, fake_train, capsys):
+    profile = profile.replace(leakage_seeds=(0, 1, 2), leakage_epochs=3)
+    result = compare.leakage_seeds("proposed", table, profile, out_dir=tmp_path, progress=False,
+                                   with_subject_split=True)
+    assert fake_train == ["proposed"] * 4  # image split for 3 seeds, subject split for the first
+    assert result["epochs"] == 3 and [r["seed"] for r in result["seeds"]] == [0, 1, 2]
+    assert set(result["seeds"][0]["results"]) == {"image", "subject"}
+    assert set(result["seeds"][1]["results"]) == {"image"}
+    gaps = [r["optimism_gap"]["accuracy"] for r in result["seeds"]]
+    assert result["summary"]["optimism_gap"]["values"] == pytest.approx(gaps)
+    assert result["summary"]["optimism_gap"]["mean"] == pytest.approx(np.mean(gaps))
+    assert json.loads((tmp_path / compare.LEAKAGE_SEEDS_NAME.format(model="proposed")).read_text()) == result
+    assert len(compare.leakage_seeds_table(result["seeds"])) == 3
+    assert "3 seeds" in compare.leakage_seeds_verdict(result["summary"])
+    capsys.readouterr()
+    again = compare.leakage_seeds("proposed", table, profile, out_dir=tmp_path, progress=False,
+                                  with_subject_split=True)
+    assert len(fake_train) == 4 and again["summary"] == result["summary"]
+
+
+def test_leakage_seeds_verdict_says_when_the_model_did_not_fit():
+    per_seed = [{"seed": s, "model": "alexnet", "optimism_gap": {"accuracy": g},
+                 "fit": {"image": {"train_accuracy": a}}}
+                for s, g, a in ((0, 0.02, 0.71), (1, 0.01, 0.95), (2, 0.03, 0.93))]
+    verdict = compare.leakage_seeds_verdict(compare.leakage_over_seeds(per_seed))
+    assert "did not fit its training part" in verdict and "1 of 3 seeds" in verdict
+    fitted = [dict(r, fit={"image": {"train_accuracy": 0.99}}) for r in per_seed]
+    assert "did not fit" not in compare.leakage_seeds_verdict(compare.leakage_over_seeds(fitted))

@@ -141,6 +141,18 @@ def test_few_subjects_are_flagged():
     y, p, subjects = grouped_predictions(n_subjects=4)
     m = metrics_from_predictions(y, p, subjects=subjects, n_bootstrap=100)
     assert "only 4 subjects" in m["ci"]["warning"]
+    assert m["ci"]["trusted"] is False and "not to be trusted" in m["ci"]["warning"]
+    assert sum(m["ci"]["clusters_per_class"].values()) == 4
+
+
+def test_intervals_are_trusted_only_with_enough_subjects_of_each_class():
+    y, p, subjects = grouped_predictions(n_subjects=16)
+    ci = metrics_from_predictions(y, p, subjects=subjects, n_bootstrap=100)["ci"]
+    per_class = ci["clusters_per_class"]
+    assert sum(per_class.values()) == 16
+    assert ci["trusted"] == (min(per_class.values()) >= evaluate.MIN_SUBJECTS_PER_CLASS)
+    assert "at least 5 subjects of each class" in ci["rule"]
+    assert metrics_from_predictions(y, p, n_bootstrap=100)["ci"]["trusted"] is False  # cells only
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Experiment subcommands of ``allnet``: train, evaluate, compare, leakage.
+"""Experiment subcommands of ``allnet``: train, evaluate, compare, leakage, baseline.
 
 Each is a thin layer over :mod:`allnet_lib.train`, :mod:`allnet_lib.evaluate` and
 :mod:`allnet_lib.compare`, so the command line does exactly what the book does. Without
@@ -30,11 +30,12 @@ FETCH_HINT = ("make the synthetic demo set with `allnet demo-data`, or get the r
 
 
 def register(subparsers) -> None:
-    """Add train, evaluate, compare and leakage to the ``allnet`` parser."""
+    """Add train, evaluate, compare, leakage and baseline to the ``allnet`` parser."""
     _register_train(subparsers)
     _register_evaluate(subparsers)
     _register_compare(subparsers)
     _register_leakage(subparsers)
+    _register_baseline(subparsers)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -325,7 +326,8 @@ def _evaluate_run(run_dir, stored, split, profile, experiment, *, progress):
     record["evaluated_on"] = "test"
     record["training"] = {
         "seconds": stored.get("seconds"), "images_per_second": stored.get("images_per_second"),
-        "epochs": stored.get("epochs_run"), "best_epoch": stored.get("best_epoch"), "run_dir": str(run_dir),
+        "epochs": stored.get("epochs_run"), "best_epoch": stored.get("best_epoch"),
+        "train_accuracy": stored.get("best_train_accuracy"), "run_dir": str(run_dir),
     }
     return record
 
@@ -440,8 +442,13 @@ def _register_leakage(subparsers) -> None:
                     "subject-level split of the rest; evaluate both on their own test parts and "
                     "on the held-out subjects. Prints the optimism gap of the image split and "
                     "writes leakage.json, leakage.csv and leakage.png into --out.")
-    parser.add_argument("--model", required=True, help="one of " + ", ".join(MODEL_NAMES))
+    parser.add_argument("--model", default=None,
+                        help="one of " + ", ".join(MODEL_NAMES) + " (default: the profile's leakage_model)")
     _add_common(parser, split=False, seed_help="seed of all three splits (default: 0)")
+    parser.add_argument("--seeds", type=int, nargs="+", metavar="N", default=None,
+                        help="run the experiment over these seeds (the image split for each, the "
+                             "subject split only with the classical baseline) and report the gap's mean and spread; "
+                             "'--seeds' alone is not allowed, name them, e.g. --seeds 0 1 2")
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="results folder (default: $ALLNET_RUNS/<profile>/leakage/<model>-s<seed>)")
     parser.add_argument("--no-reuse", action="store_true", help="retrain both models")
@@ -453,9 +460,11 @@ def run_leakage(args) -> int:
     from allnet_lib import compare, plots
 
     profile = _profile(args)
-    model = _check_model(args.model, profile)
+    model = _check_model(args.model or profile.leakage_model, profile)
     folder = _data_folder(args, profile)
     table = _table(folder)
+    if args.seeds:
+        return _run_leakage_seeds(args, model, profile, folder, table)
     seed = 0 if args.seed is None else args.seed
     out = Path(args.out) if args.out else compare._default_leakage_dir(model, profile, seed)
     print(f"leakage experiment: {model} · profile {profile.name} · data {folder}")
@@ -473,4 +482,117 @@ def run_leakage(args) -> int:
                _save_figure(plots.plot_leakage(result).figure, out / "leakage.png"),
                out / compare.LEAKAGE_NAME]
     print("wrote: " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _run_leakage_seeds(args, model, profile, folder, table) -> int:
+    from allnet_lib import compare
+
+    if args.seed is not None:
+        raise UserError("give either --seed (one run) or --seeds (several), not both")
+    epochs = profile.leakage_epochs or profile.epochs
+    print(f"leakage experiment: {model} · profile {profile.name} · {epochs} epochs · seeds "
+          f"{' '.join(map(str, args.seeds))} · data {folder}")
+    result = compare.leakage_seeds(model, table, profile, seeds=args.seeds,
+                                   out_dir=Path(args.out) if args.out else None,
+                                   reuse=not args.no_reuse, progress=not args.no_progress)
+    print()
+    print(compare.leakage_seeds_table(result["seeds"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print()
+    print(compare.leakage_seeds_verdict(result["summary"]))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# allnet baseline
+# ----------------------------------------------------------------------------------------------
+
+
+def _register_baseline(subparsers) -> None:
+    from allnet_lib.baseline import CLASSICAL_MODELS
+
+    parser = subparsers.add_parser(
+        "baseline", help="classical baseline: hand-crafted cell features + scikit-learn (seconds)",
+        description="Measure hand-crafted cell features (size, N:C ratio, outline, colour, texture) "
+                    "of every image and fit scikit-learn models on a split: the score a CNN has "
+                    "to beat, with 95% subject-bootstrap intervals. With --leakage: the leakage "
+                    "experiment with the classical model over several seeds (per-seed table and "
+                    "a verdict over seeds). Nothing is written.")
+    parser.add_argument("data", nargs="?", metavar="DATA_DIR", default=None,
+                        help="data folder (default: as for compare: real data if fetched, else the demo set)")
+    parser.add_argument("--split", choices=SPLIT_METHODS, default="subject",
+                        help="split of the baseline table (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the split and the models (default: 120 for --split image, else 0)")
+    parser.add_argument("--models", default=",".join(CLASSICAL_MODELS),
+                        help="comma-separated classical models (default: %(default)s)")
+    parser.add_argument("--leakage", action="store_true",
+                        help="run the leakage experiment over --seeds with --model instead")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], metavar="SEED",
+                        help="seeds of the leakage experiment (default: 0 1 2 3 4)")
+    parser.add_argument("--model", choices=sorted(CLASSICAL_MODELS), default="forest",
+                        help="classical model of the leakage experiment (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run_baseline)
+
+
+@user_errors
+def run_baseline(args) -> int:
+    import time
+
+    import pandas as pd
+
+    from allnet_lib import baseline, compare, evaluate
+    from allnet_lib.profiles import get_profile
+
+    folder = _data_folder(args, get_profile(None))
+    table = _table(folder)
+    progress = not args.no_progress
+    if args.leakage:
+        from allnet_lib.split import training_rows
+
+        print(f"classical leakage experiment: {baseline.MODEL_NAMES[args.model]} · seeds "
+              f"{' '.join(map(str, args.seeds))} · data {folder}")
+        rows = training_rows(table)
+        started = time.perf_counter()
+        features = baseline.features_by_path(rows, progress=progress)
+        feature_seconds = time.perf_counter() - started
+        result = baseline.classical_leakage(rows, model=args.model, seeds=args.seeds,
+                                            features=features, progress=progress)
+        shown = baseline.leakage_seeds_table(result["seeds"])
+        print(f"features of {len(features)} images in {feature_seconds:.1f} s; the model is fitted "
+              f"on each split's {baseline.FIT_ON} part\n")
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print()
+        print(baseline.leakage_seeds_verdict(result["summary"]))
+        return 0
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    unknown = [n for n in names if n not in baseline.CLASSICAL_MODELS]
+    if not names or unknown:
+        raise UserError(f"--models: unknown or no model(s) {unknown}; valid: "
+                        + ", ".join(baseline.CLASSICAL_MODELS))
+    split = _split(args, table)
+    print(f"classical baseline: {', '.join(baseline.MODEL_NAMES[n] for n in names)} · split "
+          f"{split.name} · data {folder}")
+    everything = pd.concat([split.train, split.val, split.test], ignore_index=True)
+    started = time.perf_counter()
+    features = baseline.features_by_path(everything, progress=progress)
+    feature_seconds = time.perf_counter() - started
+    records = baseline.classical_baseline(split, features=features, models=names, seed=split.seed)
+    readable = compare.format_results(compare.results_table(records))
+    readable = readable.drop(columns=["report 2019 acc. (image split)"], errors="ignore")
+    print(f"features of {len(features)} images in {feature_seconds:.1f} s; models fitted on the "
+          f"{baseline.FIT_ON} part ({len(split.train) + len(split.val)} images), tested on "
+          f"{len(split.test)} images of {split.test['subject'].nunique()} subjects\n")
+    print(readable.to_string(index=False))
+    print()
+    for name, record in records.items():
+        m = record["metrics"]
+        ci = (m.get("ci") or {}).get("intervals", {}).get("balanced_accuracy") or [float("nan")] * 2
+        print(f"{name}: balanced accuracy {100 * m['balanced_accuracy']:.1f} [{100 * ci[0]:.1f}, "
+              f"{100 * ci[1]:.1f}], training accuracy {100 * record['training']['train_accuracy']:.1f}")
+    print(_baseline_line(evaluate.always_all_baseline(split.test)))
+    notes = sorted({w for r in records.values() if (w := (r["metrics"].get("ci") or {}).get("warning"))})
+    for note in notes:
+        print(f"note: {note}")
     return 0

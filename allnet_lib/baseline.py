@@ -1,0 +1,339 @@
+"""The classical baseline: what a CNN has to beat, and a leakage experiment that runs in seconds.
+
+Hand-crafted cell features (:mod:`allnet_lib.features`: size, N:C ratio, outline, stain colour,
+chromatin texture) go into a scikit-learn model (:data:`CLASSICAL_MODELS`: a standardised
+logistic regression and a random forest, both with balanced class weights). The models are
+evaluated with exactly the function the CNNs are (:func:`evaluate.metrics_from_predictions`,
+subject-bootstrap intervals), and the result is a record of the same schema
+(:data:`evaluate.RECORD_SCHEMA`), so :func:`compare.results_table` puts it beside the CNNs.
+
+:func:`classical_leakage` repeats the leakage experiment of :func:`compare.leakage_experiment`
+with a classical model over several seeds, on the very same splits
+(:func:`compare.leakage_splits`): features are computed once, each fit takes a second, so the
+spread of the optimism gap over seeds can be measured, not guessed. :func:`leakage_over_seeds`,
+:func:`leakage_seeds_table` and :func:`leakage_seeds_verdict` summarise per-seed leakage results
+of any model family (they read only the result dicts).
+
+The classical models have no early stopping and no tuned hyperparameters, so they need no
+validation part: a split's validation images are added to its training images (``fit_on`` says
+so in every record and result).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import time
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from allnet_lib import evaluate
+from allnet_lib.compare import (  # noqa: F401  (re-exported: the seed summary serves every model family)
+    leakage_over_seeds, leakage_seeds_table, leakage_seeds_verdict)
+from allnet_lib.features import FEATURE_NAMES
+
+#: Record names of the models, as they appear in tables next to the CNNs.
+MODEL_NAMES = {"logistic": "features+logreg", "forest": "features+forest"}
+FIT_ON = "train+val"
+DESCRIPTION = ("classical baseline: hand-crafted cell features (allnet_lib.features) and a "
+               "scikit-learn model; what a CNN has to beat")
+PROFILE_NAME = "classical"  # the "profile" of a classical leakage result (there is no training profile)
+
+
+def _logistic(seed: int):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(),
+                         LogisticRegression(class_weight="balanced", C=1.0, max_iter=5000,
+                                            random_state=seed))
+
+
+def _forest(seed: int):
+    from sklearn.ensemble import RandomForestClassifier
+
+    return RandomForestClassifier(n_estimators=300, class_weight="balanced", min_samples_leaf=2,
+                                  max_features="sqrt", n_jobs=2, random_state=seed)
+
+
+#: name -> factory(seed) -> an unfitted scikit-learn classifier (deterministic for a given seed).
+CLASSICAL_MODELS: dict[str, Callable[[int], Any]] = {"logistic": _logistic, "forest": _forest}
+
+
+# ----------------------------------------------------------------------------------------------
+# features of the images of a table
+# ----------------------------------------------------------------------------------------------
+
+
+def features_by_path(table: pd.DataFrame, features: pd.DataFrame | None = None, *,
+                     progress: bool = True, workers: int | None = None) -> pd.DataFrame:
+    """The features of ``table``'s images indexed by image path, the key every function here
+    looks features up by (split parts are re-indexed, paths are not).
+
+    ``features``: :func:`features.feature_table` of ``table`` (same index), or already indexed by
+    path; computed when None. Duplicate paths are kept once."""
+    from allnet_lib.features import feature_table
+
+    paths = table["path"].astype(str)
+    if features is None:
+        unique = table.loc[~paths.duplicated()]
+        features = feature_table(unique, progress=progress, workers=workers)
+        features.index = unique["path"].astype(str).to_numpy()
+    elif not _indexed_by_path(features, paths):
+        if not features.index.equals(table.index):
+            raise ValueError("features must be feature_table(table) of this very table (same index) "
+                             "or be indexed by image path (baseline.features_by_path)")
+        features = features.set_axis(paths.to_numpy())
+    features = features[~features.index.duplicated()]
+    _check_columns(features)
+    return features
+
+
+def _indexed_by_path(features: pd.DataFrame, paths: pd.Series) -> bool:
+    return len(paths) > 0 and bool(paths.isin(features.index).all())
+
+
+def _check_columns(features: pd.DataFrame) -> None:
+    missing = [n for n in FEATURE_NAMES if n not in features.columns]
+    if missing:
+        raise ValueError(f"the feature table lacks columns {missing[:5]}; compute it with "
+                         "allnet_lib.features.feature_table (it may be from another version)")
+
+
+def _rows(features: pd.DataFrame, table: pd.DataFrame) -> np.ndarray:
+    """The feature matrix of ``table``'s rows, looked up by path (or by index for
+    ``feature_table(table)`` itself); an error names the images without features."""
+    paths = table["path"].astype(str)
+    if _indexed_by_path(features, paths):
+        frame = features.loc[paths.to_numpy()]
+    elif features.index.equals(table.index):  # feature_table(table) of this very table
+        frame = features
+    else:
+        missing = paths[~paths.isin(features.index)]
+        raise ValueError(
+            f"no features for {len(missing)} of {len(table)} images (e.g. {missing.iloc[0] if len(missing) else '?'}); "
+            "pass features computed on a table that holds these images: "
+            "baseline.features_by_path(table) or feature_table(table) of this table")
+    _check_columns(frame)
+    return frame[list(FEATURE_NAMES)].to_numpy(dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------------------------
+# fit and evaluate one model
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_name(name: str) -> None:
+    if name not in CLASSICAL_MODELS:
+        raise ValueError(f"unknown classical model {name!r}; use one of {', '.join(CLASSICAL_MODELS)}")
+
+
+def _labelled(table: pd.DataFrame, where: str) -> pd.DataFrame:
+    missing = sorted({"path", "filename", "y", "subject"} - set(table.columns))
+    if missing:
+        raise ValueError(f"{where}: the table lacks columns {missing}; use an index table or a split part")
+    if len(table) == 0:
+        raise ValueError(f"{where}: the table is empty")
+    if table["y"].isna().any() or not table["y"].isin((0, 1)).all():
+        raise ValueError(f"{where}: every row needs a label y of 0 (hem) or 1 (all); unlabelled "
+                         "images (e.g. the C-NMC final test) cannot be used: filter them out first")
+    return table
+
+
+def fit_classical(name: str, train_table: pd.DataFrame, features: pd.DataFrame, *, seed: int = 0):
+    """Fit :data:`CLASSICAL_MODELS` ``[name]`` on the images of ``train_table``.
+
+    Returns the fitted scikit-learn estimator, with ``allnet_facts`` (name, seed, images, time,
+    training accuracy) attached."""
+    _check_name(name)
+    _labelled(train_table, "fit_classical")
+    y = train_table["y"].astype(int).to_numpy()
+    if len(np.unique(y)) < 2:
+        raise ValueError("fit_classical: the training images are all of one class; a classifier "
+                         "needs both 'all' and 'hem' images")
+    x = _rows(features, train_table)
+    model = CLASSICAL_MODELS[name](int(seed))
+    start = time.perf_counter()
+    model.fit(x, y)
+    seconds = time.perf_counter() - start
+    if "n_jobs" in model.get_params():
+        # threads add the trees' votes in whatever order they finish: predict in one thread so
+        # that probabilities are bit-identical from run to run (fitting is seeded per tree)
+        model.set_params(n_jobs=1)
+    model.allnet_facts = {
+        "model": name, "name": MODEL_NAMES[name], "seed": int(seed), "n_fit": int(len(y)),
+        "fit_seconds": seconds, "train_accuracy": float((model.predict(x) == y).mean()),
+        "fit_subjects": int(train_table["subject"].nunique()),
+    }
+    return model
+
+
+def _p_all(model, x: np.ndarray) -> np.ndarray:
+    classes = list(model.classes_)
+    return model.predict_proba(x)[:, classes.index(1)].astype(float)
+
+
+def evaluate_classical(model, table: pd.DataFrame, features: pd.DataFrame, *, name: str | None = None,
+                       split_name: str | None = None, threshold: float = 0.5,
+                       n_bootstrap: int = 1000, seed: int = 0, config: Mapping | None = None) -> dict:
+    """Evaluate a fitted classical model on ``table``: a result record of
+    :data:`evaluate.RECORD_SCHEMA`, with the same metrics and subject-bootstrap intervals as
+    :func:`evaluate.evaluate_model` gives a CNN. ``seconds`` is the prediction time (features
+    are computed beforehand); ``training`` holds the fit time and training accuracy."""
+    from allnet_lib.split import manifest_hash
+
+    _labelled(table, "evaluate_classical")
+    facts = dict(getattr(model, "allnet_facts", {}))
+    x = _rows(features, table)
+    start = time.perf_counter()
+    p_all = _p_all(model, x)
+    seconds = time.perf_counter() - start
+    y = table["y"].astype(int).to_numpy()
+    subjects = table["subject"].astype(str).to_numpy()
+    metrics = evaluate.metrics_from_predictions(y, p_all, subjects=subjects, threshold=threshold,
+                                                n_bootstrap=n_bootstrap, seed=seed)
+    record = {
+        "schema": evaluate.SCHEMA_ID,
+        "name": name or facts.get("name") or type(model).__name__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "split": split_name,
+        "manifest_hash": manifest_hash(table),
+        "config": {"classical_baseline": True, "description": DESCRIPTION,
+                   "model": facts.get("model"), "estimator": _estimator_text(model),
+                   "features": list(FEATURE_NAMES), "seed": facts.get("seed"),
+                   "fit_on": FIT_ON, **dict(config or {})},
+        "crop": None,
+        "n_images": int(len(table)),
+        "seconds": seconds,
+        "images_per_second": len(table) / seconds if seconds > 0 else None,
+        "metrics": metrics,
+        "predictions": {"filename": table["filename"].astype(str).tolist(), "subject": subjects.tolist(),
+                        "y": y.tolist(), "p_all": p_all.tolist()},
+        "training": {"seconds": facts.get("fit_seconds"),
+                     "images_per_second": (facts["n_fit"] / facts["fit_seconds"]
+                                           if facts.get("fit_seconds") else None),
+                     "n_images": facts.get("n_fit"), "train_accuracy": facts.get("train_accuracy"),
+                     "fit_on": FIT_ON},
+        "baseline": "classical",
+        "versions": _versions(),
+    }
+    record = evaluate._jsonable(record)
+    evaluate.validate_record(record)
+    return record
+
+
+def _estimator_text(model) -> str:
+    return " ".join(repr(model).split())
+
+
+def _versions() -> dict:
+    import sklearn
+
+    out = evaluate._versions()
+    out["scikit-learn"] = sklearn.__version__
+    return out
+
+
+def _fit_part(split) -> pd.DataFrame:
+    """A split's training images plus its validation images (the classical models need no
+    validation part: no early stopping, no tuning)."""
+    return pd.concat([split.train, split.val], ignore_index=True) if len(split.val) else split.train
+
+
+def classical_baseline(split, *, features: pd.DataFrame | None = None,
+                       models: Iterable[str] = ("logistic", "forest"), seed: int = 0,
+                       n_bootstrap: int = 1000, progress: bool = True) -> dict[str, dict]:
+    """Fit each classical model on ``split``'s training (+ validation) part and evaluate it on
+    its test part: ``{model name: record}``; :func:`compare.results_table` of the records gives
+    the same table as for the CNNs.
+
+    Features are computed once for all images of the split unless given (indexed by path, as
+    :func:`features_by_path` returns, or ``feature_table`` of a table holding these images)."""
+    models = list(models)
+    for name in models:
+        _check_name(name)
+    if len(split.test) == 0:
+        raise ValueError(f"split {split.name!r} has an empty test part: nothing to evaluate on")
+    everything = pd.concat([split.train, split.val, split.test], ignore_index=True)
+    if features is None:
+        features = features_by_path(everything, progress=progress)
+    elif not _indexed_by_path(features, everything["path"].astype(str)):
+        raise ValueError("the features do not cover every image of the split; pass features indexed "
+                         "by path that include them (baseline.features_by_path(table) of the whole "
+                         "table), or none to compute them")
+    fit_table = _fit_part(split)
+    records = {}
+    for name in models:
+        model = fit_classical(name, fit_table, features, seed=seed)
+        record = evaluate_classical(model, split.test, features, split_name=split.name,
+                                    n_bootstrap=n_bootstrap, seed=seed,
+                                    config={"split_method": split.method, "split_seed": split.seed})
+        record["evaluated_on"] = "test"
+        records[MODEL_NAMES[name]] = record
+    return records
+
+
+# ----------------------------------------------------------------------------------------------
+# the leakage experiment over seeds
+# ----------------------------------------------------------------------------------------------
+
+
+def classical_leakage(table: pd.DataFrame, *, model: str = "forest", seeds: Iterable[int] = (0, 1, 2, 3, 4),
+                      features: pd.DataFrame | None = None, heldout_size: float = 0.2,
+                      n_bootstrap: int = 1000, progress: bool = True) -> dict:
+    """The leakage experiment of :func:`compare.leakage_experiment` with a classical model, for
+    several seeds: ``{"model", "fit_on", "seeds", "summary"}``.
+
+    For each seed, :func:`compare.leakage_splits` sets whole subjects aside and splits the rest
+    by image and by subject; the model is fitted on each split's training + validation part and
+    evaluated on its own test part and on the held-out subjects. Each entry of ``"seeds"`` has
+    the format of ``leakage_experiment``'s result (so :func:`compare.leakage_verdict`,
+    :func:`compare.leakage_table` and :func:`plots.plot_leakage` read it), plus
+    ``"fit"[kind]`` with the training accuracy. ``"summary"`` is :func:`leakage_over_seeds`.
+    Features are computed once (or taken from ``features``: ``feature_table(table)`` or indexed
+    by path)."""
+    from allnet_lib import compare
+    from allnet_lib import split as splits
+
+    _check_name(model)
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("classical_leakage: no seeds given")
+    rows = splits.training_rows(table)
+    features = features_by_path(table if features is not None else rows, features, progress=progress)
+    name = MODEL_NAMES[model]
+    per_seed = []
+    for seed in seeds:
+        heldout, made = compare.leakage_splits(table, seed=seed, heldout_size=heldout_size)
+        result = compare.leakage_result_header(name, PROFILE_NAME, seed, heldout)
+        result["fit_on"] = FIT_ON
+        result["fit"] = {}
+        for kind, split in made.items():
+            fitted = fit_classical(model, _fit_part(split), features, seed=seed)
+            tests = {"test": split.test, "heldout": heldout}
+            metrics = {}
+            for test, part in tests.items():
+                x = _rows(features, part)
+                metrics[test] = evaluate.metrics_from_predictions(
+                    part["y"].astype(int).to_numpy(), _p_all(fitted, x),
+                    subjects=part["subject"].astype(str).to_numpy(), n_bootstrap=n_bootstrap, seed=seed)
+            facts = fitted.allnet_facts
+            result["splits"][kind] = compare._split_facts(split)
+            result["results"][kind] = {k: compare._summary(m) for k, m in metrics.items()}
+            result["records"][kind] = None  # nothing written to disk: refitting takes a second
+            result["reused"][kind] = False
+            result["fit"][kind] = {"train_accuracy": facts["train_accuracy"], "n_fit": facts["n_fit"],
+                                   "fit_seconds": facts["fit_seconds"], "fit_on": FIT_ON}
+        result["optimism_gap"] = compare._gap(result["results"]["image"])
+        result["subject_split_gap"] = compare._gap(result["results"]["subject"])
+        per_seed.append(evaluate._jsonable(result))
+    return {"model": name, "description": DESCRIPTION, "fit_on": FIT_ON,
+            "heldout_size": heldout_size, "seeds": per_seed, "summary": leakage_over_seeds(per_seed)}
+
+
+# ----------------------------------------------------------------------------------------------
+# summaries over seeds (any model family: they read only leakage result dicts)
+# ----------------------------------------------------------------------------------------------
