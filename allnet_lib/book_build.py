@@ -43,7 +43,7 @@ from pathlib import Path
 
 import yaml
 
-from allnet_lib import notebook, paths, profiles
+from allnet_lib import claims, notebook, paths, profiles
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BOOK_DIR = REPO_ROOT / "book"
@@ -347,6 +347,8 @@ def build(profile: str = "demo", *, only: str | None = None, out: Path = DEFAULT
                     n = store_checked_outputs(staging / f"{entry}.ipynb", book_dir / f"{entry}.ipynb")
                     if n:
                         print(f"        stored the output of {n} checked cell(s) in {book_dir / entry}.ipynb")
+            print(claims.report(runs))  # which of the book's directional claims this run supports
+            (out / "claims.txt").write_text(claims.report(runs) + "\n")
             if only:
                 print(f"note: --only: {len(todo)} of {len(chapters(book_dir))} chapters executed; "
                       "the others are rendered without outputs")

@@ -718,6 +718,23 @@ def leakage_seeds_table(per_seed: list[dict], metric: str = "accuracy") -> pd.Da
     return table.apply(pd.to_numeric, errors="coerce")
 
 
+def leakage_shown(summary: dict) -> bool | None:
+    """Whether :func:`leakage_over_seeds` shows the image split scoring higher on its own test part
+    than on held-out subjects: a positive gap in more than half of the seeds and on average (the
+    rule :func:`leakage_seeds_verdict` words). None when no seed gave a defined gap."""
+    gap = summary.get("optimism_gap") or {}
+    n = int(gap.get("n") or 0)
+    if n == 0:
+        return None
+    return bool(int(gap["n_positive"]) * 2 > n and gap["mean"] > 0)
+
+
+def leakage_fitted(summary: dict) -> bool | None:
+    """Whether the image-split model fitted its training part (FIT_THRESHOLD) in every seed."""
+    fits = [a for a in summary.get("train_accuracy") or [] if a is not None]
+    return None if not fits else all(a >= FIT_THRESHOLD for a in fits)
+
+
 def leakage_seeds_verdict(summary: dict) -> str:
     """One sentence on the optimism gap over seeds, computed from :func:`leakage_over_seeds`.
 
@@ -755,7 +772,7 @@ def leakage_seeds_verdict(summary: dict) -> str:
                      f"training part (training accuracy {min(unfit):.2f} at the chosen epoch, below "
                      f"{FIT_THRESHOLD:.2f}): a model that has not learnt its training cells cannot "
                      "show how much memorising people helps, so its gap says little about the leak.")
-    if pos * 2 > n and mean > 0:
+    if leakage_shown(summary):
         return (f"Over {n} {seeds}{who} the random image split scored {mean:.3f}{spread} higher "
                 f"{metric} on its own test part than on held-out subjects (gap positive in {pos} of "
                 f"{n} {seeds}{rng}).{noise}{contrast}")

@@ -876,3 +876,59 @@ def heat_inside_cell(images, heatmaps, *, threshold: int = 10) -> np.ndarray:
     inside = (heat * masks).reshape(len(heat), -1).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, inside / total, np.nan)
+
+
+#: How far above chance (the cell's share of the image) a model's heat share on the cell must be
+#: for the book to say that the model's evidence lies on the cell.
+HEAT_MARGIN = 0.05
+
+
+def heat_share_table(images_by_model: dict, heatmaps_by_model: dict, y) -> "pd.DataFrame":
+    """Per model and true class: the mean share of Grad-CAM heat on the cell, the chance level
+    (the mean share of the image the cell covers: what a map that ignored the image would score),
+    their difference, and how many maps were empty (all zero). ``images_by_model[m]`` are the
+    images model ``m`` saw (its own input size), ``heatmaps_by_model[m]`` its maps, ``y`` the
+    labels (1 = ALL) of the same cells."""
+    import pandas as pd
+
+    from allnet_lib.labels import CLASSES
+
+    y = np.asarray(y).astype(int)
+    rows = []
+    for name, heat in heatmaps_by_model.items():
+        images = np.asarray(images_by_model[name])
+        inside = heat_inside_cell(images, heat)
+        share = cell_mask(images).reshape(len(images), -1).mean(axis=1)
+        for c in (1, 0):
+            sel = y == c
+            if not sel.any():
+                continue
+            on_cell = float(np.nanmean(inside[sel])) if np.isfinite(inside[sel]).any() else float("nan")
+            rows.append({"model": name, "class": CLASSES[c], "cells": int(sel.sum()),
+                         "heat on the cell": on_cell, "chance (cell's share)": float(share[sel].mean()),
+                         "above chance": on_cell - float(share[sel].mean()),
+                         "empty maps": int(np.isnan(inside[sel]).sum())})
+    return pd.DataFrame(rows).set_index(["model", "class"])
+
+
+def heat_share_verdict(table) -> tuple[str, bool | None]:
+    """A sentence on where the models' evidence lies, from :func:`heat_share_table`, and whether
+    every model put its heat on the cell by more than :data:`HEAT_MARGIN` above chance in every
+    class (None when nothing could be measured)."""
+    above = table["above chance"]
+    if above.isna().all():
+        return "No Grad-CAM map had any heat: nothing can be said about where the evidence lies.", None
+    on_cell, near_chance = [], []
+    for model, part in above.groupby(level="model"):
+        (on_cell if (part > HEAT_MARGIN).all() else near_chance).append(model)
+    chance = table["chance (cell's share)"]
+    facts = "; ".join(f"{m} {table.loc[m, 'heat on the cell'].mean():.2f} vs chance {chance.loc[m].mean():.2f}"
+                      for m in dict.fromkeys(table.index.get_level_values("model")))
+    if not near_chance:
+        return (f"Every model puts more of its heat on the cell than chance (by more than "
+                f"{HEAT_MARGIN:.2f} in each class): {facts}.", True)
+    if not on_cell:
+        return (f"No model's heat lies on the cell clearly more than chance (margin {HEAT_MARGIN:.2f}): "
+                f"{facts}. At these input sizes Grad-CAM does not show where the evidence lies.", False)
+    return (f"Heat on the cell above chance (margin {HEAT_MARGIN:.2f}) for {', '.join(on_cell)}; "
+            f"near chance for {', '.join(near_chance)}: {facts}.", False)

@@ -201,3 +201,21 @@ def test_the_proposed_model_nested_conv_base():
     assert cam.shape == (2, 64, 64) and np.isfinite(cam).all()
     maps = explain.feature_maps(model, _images(1, 64)[0], max_layers=3)
     assert list(maps) == ["conv_base/block1_conv1", "conv_base/block3_conv2", "conv_base/block6_conv2"]
+
+
+def test_heat_share_table_and_verdict_follow_the_maps():
+    """Heat on a centred square cell vs heat spread evenly: above chance vs at chance."""
+    images = np.zeros((4, 20, 20, 3), np.uint8)
+    images[:, 5:15, 5:15] = 200  # the cell covers a quarter of each image
+    on_cell = np.zeros((4, 20, 20), np.float32)
+    on_cell[:, 6:14, 6:14] = 1.0
+    everywhere = np.ones((4, 20, 20), np.float32)
+    y = np.array([1, 1, 0, 0])
+    table = explain.heat_share_table({"a": images, "b": images}, {"a": on_cell, "b": everywhere}, y)
+    assert table.loc[("a", "all"), "heat on the cell"] == pytest.approx(1.0)
+    assert table.loc[("b", "hem"), "heat on the cell"] == pytest.approx(0.25)
+    assert table.loc[("b", "hem"), "chance (cell's share)"] == pytest.approx(0.25)
+    sentence, holds = explain.heat_share_verdict(table)
+    assert holds is False and "above chance" in sentence and "near chance for b" in sentence
+    sentence, holds = explain.heat_share_verdict(table.loc[["a"]])
+    assert holds is True and sentence.startswith("Every model")
