@@ -79,7 +79,17 @@ def _open_loaded(path: Path) -> tuple[Image.Image, bool]:
             "Fetch or copy it again, or remove it from the dataset."
         )
     try:
-        image = Image.open(path)
+        with warnings.catch_warnings():
+            # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that: both are refused
+            # here, with the file's name, before any pixel is decoded.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageReadError(
+            f"{path}: the file claims an image far too large to be a cell picture ({error}). "
+            "It is probably corrupt or not a microscope image (C-NMC images are 450x450 or "
+            "600x600): remove it from the dataset."
+        ) from None
     except UnidentifiedImageError:
         with open(path, "rb") as handle:
             hint = _sniff(handle.read(64))

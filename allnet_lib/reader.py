@@ -204,16 +204,35 @@ class _Collector:
 
 
 def _walk(root: Path):
-    """os.walk in sorted order, skipping hidden and tool folders (they are reported in notes)."""
-    for dirpath, dirnames, filenames in os.walk(root):
+    """os.walk in sorted order, skipping hidden and tool folders (they are reported in notes).
+
+    Nothing is skipped silently: a folder that is a symbolic link (not followed, so that a link
+    cannot make the index loop or count images twice) and a folder that cannot be read are
+    yielded as ``"linked-dir"`` and ``"unreadable-dir"`` for the index to report."""
+    unreadable: list[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable.append):
+        while unreadable:
+            error = unreadable.pop()
+            yield "unreadable-dir", Path(error.filename or dirpath), [error.strerror or str(error)]
         kept = []
         for d in sorted(dirnames):
             if d.startswith(".") or d in SKIPPED_DIRS:
                 yield "skipped-dir", Path(dirpath) / d, []
+            elif (Path(dirpath) / d).is_symlink():
+                yield "linked-dir", Path(dirpath) / d, []
             else:
                 kept.append(d)
         dirnames[:] = kept
         yield "dir", Path(dirpath), sorted(filenames)
+    while unreadable:  # the root itself, or a last folder
+        error = unreadable.pop()
+        yield "unreadable-dir", Path(error.filename or root), [error.strerror or str(error)]
+
+
+def printable_path(path) -> str:
+    """``path`` as text that can be printed and written anywhere: bytes of a name that is not
+    valid UTF-8 appear as ``\\xNN`` escapes instead of making a later write fail."""
+    return os.fsencode(str(path)).decode("utf-8", errors="backslashreplace")
 
 
 def _fold_for(class_dir: Path, root: Path) -> str:
@@ -245,7 +264,14 @@ def _layout_for(class_dir: Path, root: Path, fold: str) -> str:
 
 
 def _usable_file(col: _Collector, path: Path) -> bool:
-    """Common checks for every file: litter, non-images, zero bytes."""
+    """Common checks for every file: a name that is not valid text, litter, non-images, zero bytes."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        col.problem(printable_path(path), "the file or folder name is not valid UTF-8 (bytes shown as \\xNN); "
+                    "it cannot be stored in a table or manifest. Rename it (C-NMC names are plain "
+                    "ASCII, e.g. UID_1_1_1_all.bmp).", "bad-name")
+        return False
     if path.name in CLUTTER_NAMES or path.name.startswith("._"):
         col.clutter += 1
         return False
@@ -489,6 +515,13 @@ def index_dataset(root, *, verify: bool = False, progress: bool = True) -> Datas
     for kind, folder, files in tqdm(entries, desc="indexing folders", unit="dir", disable=not progress):
         if kind == "skipped-dir":
             col.skipped_dirs.append(folder.name)
+        elif kind == "linked-dir":
+            col.problem(printable_path(folder), "is a symbolic link to another folder; links are not followed "
+                        "(so that nothing is counted twice). Index the folder it points to, or copy it here.",
+                        "linked-folder")
+        elif kind == "unreadable-dir":
+            col.problem(printable_path(folder), f"folder cannot be read ({files[0]}): its images are NOT "
+                        "indexed. Fix its permissions (e.g. chmod -R u+rX) and index again.", "unreadable")
         elif folder.name.lower() in CLASSES:
             has_subdirs = any(p.is_dir() for p in folder.iterdir())
             _read_class_dir(col, folder, files, has_subdirs)

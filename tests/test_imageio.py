@@ -201,3 +201,25 @@ def test_inspect_image_reports_the_file_before_conversion(tmp_path):
     Image.new("L", (600, 600)).save(path)
     info = inspect_image(path)
     assert (info.format, info.mode, info.width, info.height, info.bits16) == ("BMP", "L", 600, 600, False)
+
+
+def _png_claiming(path, width, height):
+    """A tiny PNG whose header claims ``width`` x ``height`` (an 'image bomb' header)."""
+    import struct
+    import zlib
+
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4: ihdr + 12] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr: ihdr + 17])) & 0xFFFFFFFF
+    data[ihdr + 17: ihdr + 21] = struct.pack(">I", crc)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_image_bomb_headers_are_refused_with_the_file_name(tmp_path):
+    for side in (12_000, 60_000):  # above Pillow's warning limit, and above its error limit
+        bomb = _png_claiming(tmp_path / f"UID_1_{side}_1_all.png", side, side)
+        with pytest.raises(ImageReadError, match=f"UID_1_{side}_1_all.png: the file claims an image far too large"):
+            read_image(bomb)

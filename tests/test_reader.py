@@ -217,3 +217,54 @@ def test_progress_false_is_silent(tcia, capsys):
     _index(tcia.root, verify=True)
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+def test_a_badly_encoded_name_is_a_problem_not_an_abort(tmp_path):
+    import os
+
+    from cnmc_fixtures import write_image as _write
+
+    folder = tmp_path / "data" / "all"
+    _write(folder / "UID_1_1_1_all.bmp")
+    bad = os.fsencode(str(folder)) + b"/UID_1_8_1_all\xff.bmp"
+    with open(bad, "wb") as handle:
+        handle.write((folder / "UID_1_1_1_all.bmp").read_bytes())
+    index = _index(tmp_path / "data")
+    assert list(index.table["filename"]) == ["UID_1_1_1_all.bmp"]
+    problem = index.problems.loc[index.problems["kind"] == "bad-name"].iloc[0]
+    assert problem["path"].endswith("UID_1_8_1_all\\xff.bmp") and "Rename it" in problem["reason"]
+    problem["path"].encode("utf-8")  # printable: a report or CSV can hold it
+    assert not index.ok
+
+
+def test_a_linked_class_folder_is_reported_not_silently_skipped(tmp_path):
+    from cnmc_fixtures import write_image as _write
+
+    _write(tmp_path / "elsewhere" / "hem" / "UID_H1_1_1_hem.bmp")
+    _write(tmp_path / "data" / "all" / "UID_1_1_1_all.bmp")
+    (tmp_path / "data" / "hem").symlink_to(tmp_path / "elsewhere" / "hem", target_is_directory=True)
+    index = _index(tmp_path / "data")
+    linked = index.problems.loc[index.problems["kind"] == "linked-folder"]
+    assert len(linked) == 1 and linked.iloc[0]["path"].endswith("hem")
+    assert "not followed" in linked.iloc[0]["reason"] and "problems: none" not in index.report()
+
+
+def test_an_unreadable_folder_is_reported(tmp_path, monkeypatch):
+    """Root reads every folder, so the refusal is simulated where os.walk reports it."""
+    import os
+
+    from allnet_lib import reader
+    from cnmc_fixtures import write_image as _write
+
+    _write(tmp_path / "data" / "all" / "UID_1_1_1_all.bmp")
+    real_walk = os.walk
+
+    def walk(top, onerror=None, **kwargs):
+        onerror(PermissionError(13, "Permission denied", str(tmp_path / "data" / "hem")))
+        yield from real_walk(top, onerror=onerror, **kwargs)
+
+    monkeypatch.setattr(reader.os, "walk", walk)
+    index = _index(tmp_path / "data")
+    unreadable = index.problems.loc[index.problems["kind"] == "unreadable"]
+    assert len(unreadable) == 1 and "Permission denied" in unreadable.iloc[0]["reason"]
+    assert "NOT indexed" in unreadable.iloc[0]["reason"] and len(index.table) == 1
