@@ -25,6 +25,7 @@ number of worker processes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -33,6 +34,7 @@ import shutil
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -600,16 +602,77 @@ def make_demo_dataset(
                 )
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    _remove_abandoned(out_dir)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        started = time.perf_counter()
-        _generate(tmp, plan, params, progress=progress, workers=workers)
-        log.info("demo dataset: %d images in %.1f s", len(plan), time.perf_counter() - started)
-        _replace_dir(tmp, out_dir)
+        with _terminate_as_exit():
+            started = time.perf_counter()
+            _generate(tmp, plan, params, progress=progress, workers=workers)
+            log.info("demo dataset: %d images in %.1f s", len(plan), time.perf_counter() - started)
+            _replace_dir(tmp, out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def _remove_abandoned(out_dir: Path) -> None:
+    """Delete unfinished sets that a killed run left beside ``out_dir`` (``.<name>.tmp-<pid>-*``
+    whose process is gone), and say so: they are partial and nothing else uses them."""
+    for folder in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
+        pid = folder.name.rsplit(".tmp-", 1)[-1].split("-", 1)[0]
+        if pid.isdigit() and _alive(int(pid)):
+            continue  # another process is writing it right now
+        log.warning("removing %s: an unfinished demo set left by an interrupted run", folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _terminate_as_exit():
+    """Turn SIGTERM into SystemExit while generating, so ``finally`` blocks run: the worker pool is
+    shut down and the temporary folder removed (SIGKILL cannot be caught: the workers then end
+    by themselves, see :func:`_worker_init`, and the next run removes the folder)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _worker_init() -> None:
+    """In each render worker: ask Linux to end this process when its parent dies (even by SIGKILL),
+    so a killed ``allnet demo-data`` leaves no orphaned workers holding its output pipes."""
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker inherits the parent's handler
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError, ValueError):
+            pass
 
 
 def _generate(tmp: Path, plan: pd.DataFrame, params: dict, *, progress: bool, workers: int | None) -> None:
@@ -634,8 +697,19 @@ def _generate(tmp: Path, plan: pd.DataFrame, params: dict, *, progress: bool, wo
             _render_task(task)
             bar.update()
     else:
-        with ProcessPoolExecutor(workers, mp_context=_mp_context()) as pool:
-            for _ in pool.map(_render_task, tasks, chunksize=16):
+        try:
+            with ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_worker_init) as pool:
+                for _ in pool.map(_render_task, tasks, chunksize=16):
+                    bar.update()
+        except BrokenProcessPool:
+            # e.g. a script without `if __name__ == "__main__":` under the spawn start method:
+            # render in this process instead (the images do not depend on the number of workers)
+            log.warning("the demo's worker processes could not start (a script calling "
+                        "make_demo_dataset needs an `if __name__ == \"__main__\":` guard to use "
+                        "them); rendering in this process instead")
+            bar.reset()
+            for task in tasks:
+                _render_task(task)
                 bar.update()
     bar.close()
     counts = plan.groupby(["fold", "label"]).size()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,3 +173,67 @@ def test_bad_input_is_explained(tmp_path):
     with pytest.raises(ValueError, match="label"):
         demo.render_cell(np.random.default_rng(0), "blast")
     assert not (tmp_path / "x").exists()
+
+
+def test_an_abandoned_temporary_set_is_removed_and_said(tmp_path, caplog):
+    """A killed run leaves .<name>.tmp-<pid>-*; the next run removes it when that process is gone."""
+    stale = tmp_path / ".d.tmp-999999999-abcd1234"
+    (stale / "C-NMC_training_data").mkdir(parents=True)
+    alive = tmp_path / f".d.tmp-{os.getpid()}-abcd1234"  # a live writer's folder is left alone
+    alive.mkdir()
+    with caplog.at_level("WARNING", logger="allnet_lib.demo"):
+        demo.make_demo_dataset(tmp_path / "d", n_images=12, image_size=48, progress=False)
+    assert not stale.exists() and alive.exists()
+    assert "unfinished demo set left by an interrupted run" in caplog.text
+
+
+def test_workers_that_cannot_start_fall_back_to_one_process(tmp_path, monkeypatch, caplog):
+    from concurrent.futures.process import BrokenProcessPool
+
+    class Broken:
+        def __init__(self, *args, **kwargs):
+            raise BrokenProcessPool("a child process terminated abruptly")
+
+    monkeypatch.setattr(demo, "ProcessPoolExecutor", Broken)
+    with caplog.at_level("WARNING", logger="allnet_lib.demo"):
+        out = demo.make_demo_dataset(tmp_path / "d", n_images=12, image_size=48, progress=False, workers=2)
+    assert len(list(out.rglob("*.bmp"))) == 12
+    assert '__name__ == "__main__"' in caplog.text
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc to find the workers")
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
+def test_a_killed_demo_data_leaves_no_workers_behind(tmp_path, signal_name):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / f"killed-{signal_name}"
+    child = subprocess.Popen([sys.executable, "-m", "allnet_lib.cli", "demo-data", "--out", str(out),
+                              "--n-images", "3000"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(f".{out.name}.tmp-*/C-NMC_training_data/fold_*/*/*.bmp")):
+        assert time.monotonic() < deadline and child.poll() is None, "the generator never started writing"
+        time.sleep(0.2)
+    child.send_signal(getattr(signal, signal_name))
+    child.wait(timeout=30)
+    deadline = time.monotonic() + 15
+    while _processes_mentioning(str(out)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_mentioning(str(out)) == []
+    if signal_name == "SIGTERM":  # caught: the run cleans up after itself
+        assert not list(tmp_path.glob(f".{out.name}.tmp-*"))
