@@ -88,3 +88,112 @@ def test_logistic_regression_draws_a_line():
     run = D.run_descent(D.logistic_loss, D.logistic_grad, np.zeros(3), X, y, learning_rate=1.0, epochs=300)
     acc = ((D.predict_proba_logistic(run.theta, X) > 0.5) == y).mean()
     assert 0.8 < acc < 0.95  # a line does well on moons, but not perfectly
+
+
+# -- momentum, Nesterov, Adam, schedules -----------------------------------------------------
+
+
+def test_momentum_zero_and_constant_schedule_are_plain_descent(line):
+    x, y = line
+    plain = D.run_descent(D.mse_loss, D.mse_grad, [0.0, 0.0], x, y, learning_rate=0.05, epochs=20)
+    same = D.run_descent(D.mse_loss, D.mse_grad, [0.0, 0.0], x, y, learning_rate=lambda t: 0.05, epochs=20,
+                         optimizer=D.SGD(0.0))
+    np.testing.assert_array_equal(plain.path, same.path)
+    with pytest.raises(ValueError, match="momentum"):
+        D.SGD(1.0)
+
+
+def test_momentum_and_adam_by_hand_two_steps():
+    X, y = np.array([[1.0], [2.0]]), np.array([1.0, 3.0])
+    theta0 = np.array([0.0, 0.0])
+    g0 = D.mse_grad(theta0, X, y)
+    run = D.run_descent(D.mse_loss, D.mse_grad, theta0, X, y, learning_rate=0.1, epochs=2,
+                        optimizer=D.SGD(0.9))
+    v1 = -0.1 * g0
+    np.testing.assert_allclose(run.path[1], theta0 + v1)
+    v2 = 0.9 * v1 - 0.1 * D.mse_grad(run.path[1], X, y)
+    np.testing.assert_allclose(run.path[2], run.path[1] + v2)
+    nest = D.run_descent(D.mse_loss, D.mse_grad, theta0, X, y, learning_rate=0.1, epochs=1,
+                         optimizer=D.SGD(0.9, nesterov=True))
+    np.testing.assert_allclose(nest.path[1], theta0 + 0.9 * v1 - 0.1 * g0)
+    adam = D.run_descent(D.mse_loss, D.mse_grad, theta0, X, y, learning_rate=0.1, epochs=1, optimizer=D.Adam())
+    # first Adam step: m = 0.1 g, v = 0.001 g^2, bias-corrected: a step of lr * sign(g) (up to epsilon)
+    np.testing.assert_allclose(adam.path[1], theta0 - 0.1 * np.sign(g0), rtol=1e-5)
+
+
+def test_schedules_match_their_formulas():
+    inv = D.inverse_time_decay(0.1, 100, 1.0)
+    assert inv(0) == 0.1 and np.isclose(inv(100), 0.05)
+    exp = D.exponential_decay(0.1, 10, 0.5)
+    assert np.isclose(exp(10), 0.05) and np.isclose(exp(20), 0.025)
+
+
+def test_momentum_and_adam_beat_plain_descent_in_the_valley(line):
+    x, y = line
+    eta = 0.1 * D.critical_learning_rate(x)
+    best = D.least_squares(x, y)
+    runs = D.compare_optimizers(D.mse_loss, D.mse_grad, [-1.0, 2.0], x, y, {
+        "plain": (D.SGD(), eta), "momentum": (D.SGD(0.9), eta), "nesterov": (D.SGD(0.9, nesterov=True), eta),
+        "adam": (D.Adam(), 0.1)}, epochs=100)
+    dist = {k: np.linalg.norm(r.theta - best) for k, r in runs.items()}
+    assert max(dist["momentum"], dist["nesterov"], dist["adam"]) < dist["plain"] / 5, dist
+    assert runs["adam"].method == "Adam, batch" and runs["nesterov"].method == "Nesterov 0.9, batch"
+
+
+def _keras_path(x, y, start, optimizer, steps):
+    pytest.importorskip("keras")
+    from allnet_lib.theory import keras_ref
+
+    return keras_ref.linear_model_path(x, y, start, optimizer, steps=steps)
+
+
+def _rel(a, b):
+    return np.abs(a - b).max() / np.abs(b).max()
+
+
+def test_optimizers_equal_keras_step_by_step(line):
+    keras = pytest.importorskip("keras")
+    x, y = line
+    start, steps = [-1.0, 2.0], 30
+    eta = 0.1 * D.critical_learning_rate(x)
+    sched = keras.optimizers.schedules
+    cases = [
+        (D.SGD(0.9), eta, keras.optimizers.SGD(eta, momentum=0.9), 1e-6),
+        (D.SGD(0.9, nesterov=True), eta, keras.optimizers.SGD(eta, momentum=0.9, nesterov=True), 1e-6),
+        (D.SGD(), D.inverse_time_decay(5 * eta, 10, 1.0),
+         keras.optimizers.SGD(sched.InverseTimeDecay(5 * eta, 10, 1.0)), 1e-6),
+        (D.SGD(0.9), D.exponential_decay(eta, 10, 0.5),
+         keras.optimizers.SGD(sched.ExponentialDecay(eta, 10, 0.5), momentum=0.9), 1e-6),
+        (D.Adam(), 0.1, keras.optimizers.Adam(0.1), 1e-4),
+    ]
+    for ours_opt, lr, theirs_opt, tol in cases:
+        ours = D.run_descent(D.mse_loss, D.mse_grad, start, x, y, learning_rate=lr, epochs=steps,
+                             optimizer=ours_opt).path
+        theirs = _keras_path(x, y, start, theirs_opt, steps)
+        assert ours.shape == theirs.shape == (steps + 1, 2)
+        assert _rel(ours, theirs) < tol, (ours_opt.name, _rel(ours, theirs))
+
+
+class _AdamFloat32Powers(D.Adam):
+    """Adam with the bias corrections computed from float32-rounded betas, as Keras 3 does."""
+
+    def step(self, theta, g, lr):
+        b1, b2 = self.beta_1, self.beta_2
+        self.t += 1
+        self.m = self.m + (1 - b1) * (g - self.m)
+        self.v = self.v + (1 - b2) * (g * g - self.v)
+        p1, p2 = float(np.float32(b1)) ** self.t, float(np.float32(b2)) ** self.t
+        alpha = lr * np.sqrt(1 - p2) / (1 - p1)
+        return theta - alpha * self.m / (np.sqrt(self.v) + self.epsilon)
+
+
+def test_adam_difference_from_keras_is_its_float32_betas(line):
+    """Why Adam agrees with Keras to 1e-4 only: Keras's bias corrections use beta_2 = 0.999
+    rounded to float32 (1 - beta_2 off by 1.3e-5). Rounding the same way, the two agree to 1e-8."""
+    keras = pytest.importorskip("keras")
+    x, y = line
+    lr = 0.125  # exact in float32, so the learning rate is not a second source of difference
+    ours = D.run_descent(D.mse_loss, D.mse_grad, [-1.0, 2.0], x, y, learning_rate=lr, epochs=20,
+                         optimizer=_AdamFloat32Powers()).path
+    theirs = _keras_path(x, y, [-1.0, 2.0], keras.optimizers.Adam(lr), 20)
+    assert _rel(ours, theirs) < 1e-8

@@ -145,13 +145,18 @@ def method_name(batch_size: int, n: int) -> str:
     return f"mini-batch ({batch_size})"
 
 
-def run_descent(loss: LossFn, grad: GradFn, theta0, X, y, *, learning_rate: float, epochs: int,
-                batch_size: int | None = None, seed: int = 0, max_loss: float = 1e8) -> DescentRun:
+def run_descent(loss: LossFn, grad: GradFn, theta0, X, y, *, learning_rate, epochs: int,
+                batch_size: int | None = None, seed: int = 0, max_loss: float = 1e8,
+                optimizer: "Optimizer | None" = None) -> DescentRun:
     """Gradient descent with a given batch size; records every update.
 
     Each epoch shuffles the examples (unless the batch is the whole set) and takes one step
     per batch: ``theta <- theta - learning_rate * grad(theta, X_batch, y_batch)``. A run whose
     loss exceeds ``max_loss`` (or becomes nan) is stopped and marked ``diverged``.
+
+    ``learning_rate`` is a number or a schedule, a function of the update count t = 0, 1, ...
+    (``inverse_time_decay``, ``exponential_decay``). ``optimizer`` (``SGD``, ``Adam``) replaces
+    the plain step by its own rule; ``None`` is plain gradient descent, ``SGD()``.
     """
     X = _as_2d(X)
     y = np.asarray(y, dtype=np.float64)
@@ -162,13 +167,16 @@ def run_descent(loss: LossFn, grad: GradFn, theta0, X, y, *, learning_rate: floa
     bs = min(bs, n)
     rng = np.random.default_rng(seed)
     theta = np.array(theta0, dtype=np.float64)
+    opt = SGD() if optimizer is None else optimizer
+    opt.reset(theta)
+    lr_at = learning_rate if callable(learning_rate) else (lambda t: learning_rate)
     path, losses, epoch_end = [theta.copy()], [loss(theta, X, y)], []
     diverged = False
     for _ in range(epochs):
         order = rng.permutation(n) if bs < n else np.arange(n)
         for start in range(0, n, bs):
             idx = order[start : start + bs]
-            theta = theta - learning_rate * grad(theta, X[idx], y[idx])
+            theta = opt.step(theta, grad(theta, X[idx], y[idx]), lr_at(len(path) - 1))
             with np.errstate(over="ignore", invalid="ignore"):
                 value = loss(theta, X, y)
             path.append(theta.copy())
@@ -179,8 +187,111 @@ def run_descent(loss: LossFn, grad: GradFn, theta0, X, y, *, learning_rate: floa
         epoch_end.append(len(path) - 1)
         if diverged:
             break
-    return DescentRun(method_name(bs, n), learning_rate, bs, np.array(path), np.array(losses),
+    method = method_name(bs, n) if optimizer is None else f"{opt.name}, {method_name(bs, n)}"
+    return DescentRun(method, learning_rate, bs, np.array(path), np.array(losses),
                       np.array(epoch_end), diverged)
+
+
+# -- better steps: momentum, Nesterov, Adam; learning-rate schedules -------------------------
+
+
+class SGD:
+    """Gradient descent with optional (Nesterov) momentum, written as ``keras.optimizers.SGD`` does it.
+
+    With ``momentum = beta > 0`` the step keeps a velocity v (starting at 0)::
+
+        v     <- beta * v - lr * g
+        theta <- theta + v                          (classical momentum)
+        theta <- theta + beta * v - lr * g          (nesterov=True)
+
+    v is a running sum of past steps, each shrunk by beta per update: gradient components that
+    keep their sign (along a valley) add up, to about 1 / (1 - beta) times one step; those that
+    flip sign (across it) cancel. Nesterov's version applies the new velocity once more, i.e.
+    it looks one step ahead. With ``momentum=0`` this is plain descent, ``theta - lr * g``.
+    """
+
+    def __init__(self, momentum: float = 0.0, nesterov: bool = False):
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+        self.velocity = None
+
+    @property
+    def name(self) -> str:
+        if self.momentum == 0:
+            return "plain"
+        return f"{'Nesterov' if self.nesterov else 'momentum'} {self.momentum:g}"
+
+    def reset(self, theta) -> None:
+        self.velocity = np.zeros_like(np.asarray(theta, dtype=np.float64))
+
+    def step(self, theta, g, lr: float) -> np.ndarray:
+        if self.momentum == 0:
+            return theta - lr * g
+        self.velocity = self.momentum * self.velocity - lr * g
+        if self.nesterov:
+            return theta + self.momentum * self.velocity - lr * g
+        return theta + self.velocity
+
+
+class Adam:
+    """Adam (Kingma and Ba, 2015), exactly as ``keras.optimizers.Adam`` computes it.
+
+    Running averages of the gradient (m) and of its square (v), both starting at 0; at update
+    t = 1, 2, ...::
+
+        m     <- m + (1 - beta_1) (g - m)
+        v     <- v + (1 - beta_2) (g^2 - v)
+        alpha  = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)      (bias correction of m and v)
+        theta <- theta - alpha * m / (sqrt(v) + epsilon)
+
+    Each parameter gets its own step size: divided by the root of its recent squared gradients,
+    a step is about ``lr`` long whatever the scale of that parameter's gradient. (Keras adds
+    ``epsilon`` to sqrt(v) before the bias correction of v, the paper after: the two differ
+    only in the size of epsilon's effect.)
+    """
+
+    name = "Adam"
+
+    def __init__(self, beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7):
+        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+        self.m = self.v = None
+        self.t = 0
+
+    def reset(self, theta) -> None:
+        self.m = np.zeros_like(np.asarray(theta, dtype=np.float64))
+        self.v = np.zeros_like(self.m)
+        self.t = 0
+
+    def step(self, theta, g, lr: float) -> np.ndarray:
+        self.t += 1
+        self.m = self.m + (1 - self.beta_1) * (g - self.m)
+        self.v = self.v + (1 - self.beta_2) * (g * g - self.v)
+        alpha = lr * np.sqrt(1 - self.beta_2**self.t) / (1 - self.beta_1**self.t)
+        return theta - alpha * self.m / (np.sqrt(self.v) + self.epsilon)
+
+
+Optimizer = SGD | Adam
+
+
+def inverse_time_decay(initial: float, decay_steps: float, decay_rate: float = 1.0):
+    """lr(t) = initial / (1 + decay_rate * t / decay_steps): ``keras.optimizers.schedules.InverseTimeDecay``."""
+    return lambda t: initial / (1 + decay_rate * t / decay_steps)
+
+
+def exponential_decay(initial: float, decay_steps: float, decay_rate: float):
+    """lr(t) = initial * decay_rate ** (t / decay_steps): ``keras.optimizers.schedules.ExponentialDecay``."""
+    return lambda t: initial * decay_rate ** (t / decay_steps)
+
+
+def compare_optimizers(loss: LossFn, grad: GradFn, theta0, X, y, optimizers: dict, *, epochs: int,
+                       batch_size: int | None = None, seed: int = 0) -> dict[str, DescentRun]:
+    """One run per ``{name: (optimizer, learning_rate)}``, from the same start on the same batches."""
+    return {
+        name: run_descent(loss, grad, theta0, X, y, learning_rate=lr, epochs=epochs,
+                          batch_size=batch_size, seed=seed, optimizer=opt)
+        for name, (opt, lr) in optimizers.items()
+    }
 
 
 def compare_variants(loss: LossFn, grad: GradFn, theta0, X, y, *, learning_rate: float, epochs: int,

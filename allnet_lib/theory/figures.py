@@ -12,14 +12,50 @@ import numpy as np
 
 from allnet_lib.plots import CLASS_COLORS, CLASS_NAMES, EXTRA_COLORS, MODEL_COLORS, REFERENCE_COLOR
 
-PALETTE = list(MODEL_COLORS.values()) + list(EXTRA_COLORS)
+#: Okabe and Ito's colour-blind-safe palette (blue, orange, green, vermillion, pink, sky blue,
+#: black): distinct under every common colour-vision deficiency. Lines also differ in style
+#: and marker (``line_style``, ``marker``), so no curve is told apart by colour alone.
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000"]
+LINE_STYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+CLASS_MARKERS = {"hem": "o", "all": "^"}
+#: Resolution of the theory figures: sharp on high-density screens, and figures are sized (at
+#: most ~10 inches wide) so that, shrunk to the book's width, tick labels stay legible.
+DPI = 150
 TRAIN_STYLE = {"ls": "-", "lw": 1.8}
 VAL_STYLE = {"ls": "--", "lw": 1.8}
 
 
 def color(i: int) -> str:
-    """The i-th colour of the book's palette (cycled)."""
+    """The i-th colour of the colour-blind-safe palette (cycled)."""
     return PALETTE[i % len(PALETTE)]
+
+
+def line_style(i: int) -> str:
+    """The i-th line style (the second cue next to ``color(i)``)."""
+    return LINE_STYLES[i % len(LINE_STYLES)]
+
+
+def marker(i: int) -> str:
+    """The i-th marker (a third cue, for lines with points and for scatter plots)."""
+    return MARKERS[i % len(MARKERS)]
+
+
+def use_style() -> None:
+    """The book's style (``plots.use_style``) plus the theory chapters' settings: the figures
+    at ``DPI``, and a property cycle of colour-blind-safe colours *and* line styles, so even
+    hand-made plots (``DataFrame.plot``) get a second cue. Called once by every theory chapter."""
+    import matplotlib
+    from cycler import cycler
+
+    from allnet_lib import plots
+
+    plots.use_style()
+    matplotlib.rcParams.update({
+        "figure.dpi": DPI, "savefig.dpi": DPI,
+        "axes.prop_cycle": cycler(color=PALETTE)
+        + cycler(linestyle=[line_style(i) for i in range(len(PALETTE))]),
+    })
 
 
 # ----------------------------------------------------------------------------------------------
@@ -64,7 +100,8 @@ def plot_features(X, y, *, names=("feature 1", "feature 2"), theta=None, ax=None
     X, y = np.asarray(X), np.asarray(y)
     for label, k in (("hem", 0), ("all", 1)):
         sel = y == k
-        ax.scatter(X[sel, 0], X[sel, 1], s=14, alpha=0.7, color=CLASS_COLORS[label], label=CLASS_NAMES[label])
+        ax.scatter(X[sel, 0], X[sel, 1], s=16, alpha=0.7, color=CLASS_COLORS[label], marker=CLASS_MARKERS[label],
+                   label=CLASS_NAMES[label])
     if theta is not None:
         w1, w2, b = theta
         xs = np.linspace(X[:, 0].min(), X[:, 0].max(), 50)
@@ -94,8 +131,8 @@ def plot_decision_regions(predict_proba, X, y, *, ax=None, title=None, resolutio
     ax.contourf(gx, gy, p, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.35)
     ax.contour(gx, gy, p, levels=[0.5], colors=REFERENCE_COLOR, linewidths=1.5)
     for k in (0, 1):
-        ax.scatter(X[y == k, 0], X[y == k, 1], s=12, color=color(k), edgecolor="white", lw=0.3,
-                   label=f"class {k}")
+        ax.scatter(X[y == k, 0], X[y == k, 1], s=14, color=color(k), marker=marker(k), edgecolor="white",
+                   lw=0.3, label=f"class {k}")
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
@@ -119,14 +156,25 @@ def draw_contours(ax, surface, optimum=None):
     ax.set_ylabel("intercept $b$")
 
 
-def plot_paths(surface, runs: dict, *, optimum=None, max_points: int = 2000, titles=None):
-    """One panel per run: its path over the contour lines of the loss, start to end."""
-    fig, axes = plt.subplots(1, len(runs), figsize=(4.3 * len(runs), 3.9), squeeze=False)
+def plot_paths(surface, runs: dict, *, optimum=None, max_points: int = 2000, titles=None,
+               ncols: int | None = None):
+    """One panel per run: its path over the contour lines of the loss, start to end.
+
+    Panels are laid out in a grid of ``ncols`` columns (default: 3, or 2 for four runs), so
+    the figure stays legible at the book's width.
+    """
+    n = len(runs)
+    ncols = ncols or (2 if n == 4 else min(n, 3))
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 3.6 * nrows), squeeze=False)
     W, B, _ = surface
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
     for i, (ax, (name, run)) in enumerate(zip(axes.flat, runs.items())):
         draw_contours(ax, surface, optimum)
         path = run.path[:max_points]
-        ax.plot(path[:, 0], path[:, 1], color=color(i), lw=1, marker="o", ms=2, alpha=0.8)
+        ax.plot(path[:, 0], path[:, 1], color=color(i), lw=1, ls=line_style(i), marker=marker(i), ms=2.5,
+                alpha=0.8)
         ax.plot(*path[0], marker="s", color=color(i), ms=6, ls="none")
         ax.set_xlim(W.min(), W.max())
         ax.set_ylim(B.min(), B.max())
@@ -162,10 +210,12 @@ def plot_loss_curves(runs: dict, *, optimum_loss: float | None = None, logy: boo
     for ax, kind in zip(axes.flat, panels):
         for i, (name, run) in enumerate(runs.items()):
             if kind == "update":
-                ax.plot(np.arange(len(run.loss)), run.loss, color=color(i), lw=1.2, label=name)
+                ax.plot(np.arange(len(run.loss)), run.loss, color=color(i), ls=line_style(i), lw=1.4,
+                        label=name)
             else:
                 per_epoch = run.loss_per_epoch()
-                ax.plot(np.arange(len(per_epoch)), per_epoch, color=color(i), marker="o", ms=3, label=name)
+                ax.plot(np.arange(len(per_epoch)), per_epoch, color=color(i), ls=line_style(i),
+                        marker=marker(i), ms=3.5, label=name)
         if optimum_loss is not None:
             ax.axhline(optimum_loss, color=REFERENCE_COLOR, ls=":", lw=1, label="minimum")
         if logy:
@@ -208,8 +258,8 @@ def plot_saturation(z, losses: dict, grads: dict):
     """Loss (left) and |d loss / d z| (right) against the logit z, for a true label of 1."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
     for i, name in enumerate(losses):
-        ax1.plot(z, losses[name], color=color(i), lw=2, label=name)
-        ax2.plot(z, np.abs(grads[name]), color=color(i), lw=2, label=name)
+        ax1.plot(z, losses[name], color=color(i), ls=line_style(i), lw=2, label=name)
+        ax2.plot(z, np.abs(grads[name]), color=color(i), ls=line_style(i), lw=2, label=name)
     ax1.set_title("loss when the true class is ALL")
     ax2.set_title("gradient size $|\\partial L / \\partial z|$")
     for ax in (ax1, ax2):
@@ -259,7 +309,8 @@ def plot_coefficients(weights: dict, *, title: str = "fitted coefficients"):
     width = 0.8 / n
     for i, (name, w) in enumerate(weights.items()):
         idx = np.arange(len(w))
-        ax.bar(idx + (i - (n - 1) / 2) * width, w, width=width, color=color(i), label=name)
+        ax.bar(idx + (i - (n - 1) / 2) * width, w, width=width, color=color(i), label=name,
+               hatch=("", "//", "..", "xx")[i % 4], edgecolor="white", linewidth=0.3)
     ax.axhline(0, color="grey", lw=0.6)
     ax.set_xticks(np.arange(len(next(iter(weights.values())))))
     ax.set_xticklabels([f"$u^{{{k + 1}}}$" for k in range(len(next(iter(weights.values()))))])

@@ -213,6 +213,35 @@ def linear_model_sgd(X, y, theta0, *, learning_rate: float, epochs: int, loss: s
     return np.append(w[:, 0], b)
 
 
+def linear_model_path(X, y, theta0, optimizer, *, steps: int, loss: str = "mse") -> np.ndarray:
+    """Train ``Dense(1)`` with a Keras ``optimizer`` on the whole set, one step at a time.
+
+    Returns every theta = (w..., b) visited, shape ``(steps + 1, d + 1)``, the start included,
+    to compare step by step with ``descent.run_descent(..., optimizer=...)`` (batch descent).
+    ``optimizer`` is any Keras optimizer, e.g. ``keras.optimizers.Adam(0.1)`` or
+    ``SGD(schedule, momentum=0.9, nesterov=True)``; it must be fresh (no steps taken).
+    """
+    import keras
+
+    losses = {"mse": "mse", "logistic": keras.losses.BinaryCrossentropy(from_logits=True)}
+    if loss not in losses:
+        raise ValueError(f"loss must be one of {sorted(losses)}, got {loss!r}")
+    X = np.asarray(X, np.float64)
+    X = X[:, None] if X.ndim == 1 else X
+    y = np.asarray(y, np.float64)[:, None]
+    theta0 = np.asarray(theta0, np.float64)
+    f64 = _float64()
+    model = keras.Sequential([keras.Input((X.shape[1],), dtype=f64), keras.layers.Dense(1, dtype=f64)])
+    model.layers[0].set_weights([theta0[:-1, None], theta0[-1:]])
+    model.compile(optimizer=optimizer, loss=losses[loss])
+    path = [theta0.copy()]
+    for _ in range(steps):
+        model.train_on_batch(X, y)
+        w, b = model.layers[0].get_weights()
+        path.append(np.append(w[:, 0], b))
+    return np.array(path)
+
+
 def batch_norm(x, gamma, beta, *, training: bool, moving_mean=None, moving_var=None):
     """``keras.layers.BatchNormalization`` (default epsilon 1e-3) with the given gamma, beta."""
     import keras
