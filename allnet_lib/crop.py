@@ -173,8 +173,13 @@ def crop_folder(
     flagged in the table (``cut_pixels > 0``) and counted in a warning; unreadable images are
     listed with their ``error`` and not written.
 
+    Nothing is passed over silently: a sub-folder that is a symbolic link (not followed), a
+    folder that cannot be read and a dangling file link each get an ``error`` row too, and images
+    that :func:`allnet_lib.imageio.read_image` converts (16-bit, CMYK, alpha, grayscale...) say
+    so in ``conversion`` (instead of one warning per file).
+
     Returns one row per file: ``path``, ``output``, ``action`` (cropped/copied/error),
-    ``height``, ``width``, ``crop``, ``cut_pixels``, ``error``.
+    ``height``, ``width``, ``crop``, ``cut_pixels``, ``error``, ``conversion``.
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -186,9 +191,10 @@ def crop_folder(
         raise ValueError(f"crop_folder: output {dst} and source {src} overlap; write the crops outside the source tree")
     if dst.exists():
         raise FileExistsError(f"crop_folder: {dst} already exists; choose a new output folder or remove it first")
-    files = sorted(p for p in src.rglob("*") if p.is_file())
+    files, skipped = _walk_files(src)
     tmp = dst.parent / f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}"
-    rows = []
+    rows = [dict(path=str(path), output=None, action="error", height=None, width=None, crop=None,
+                 cut_pixels=None, error=reason, conversion=None) for path, reason in skipped]
     try:
         for path in tqdm(files, desc="cropping", unit="file", disable=not progress):
             rel = path.relative_to(src)
@@ -199,26 +205,61 @@ def crop_folder(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    table = pd.DataFrame(
-        rows, columns=["path", "output", "action", "height", "width", "crop", "cut_pixels", "error"]
-    )
+    table = pd.DataFrame(rows, columns=CROP_COLUMNS).sort_values("path", kind="stable").reset_index(drop=True)
     _warn_about(table, dst)
     return table
+
+
+CROP_COLUMNS = ["path", "output", "action", "height", "width", "crop", "cut_pixels", "error", "conversion"]
+
+
+def _walk_files(src: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Every file under ``src`` (sorted), and what was passed over with the reason: folders that
+    are symbolic links (not followed: nothing is cropped twice), folders that cannot be read,
+    file links whose target is gone."""
+    files, skipped, unreadable = [], [], []
+    for dirpath, dirnames, filenames in os.walk(src, onerror=unreadable.append):
+        folder = Path(dirpath)
+        for name in list(dirnames):
+            if (folder / name).is_symlink():
+                dirnames.remove(name)
+                skipped.append((folder / name, "folder is a symbolic link; links are not followed, so "
+                                "its images were NOT cropped. Crop the folder it points to, or copy it here."))
+        dirnames.sort()
+        for name in filenames:
+            path = folder / name
+            if path.is_file():
+                files.append(path)
+            else:
+                skipped.append((path, "a link whose target is missing (or not a file): fix or remove it."))
+    for error in unreadable:
+        skipped.append((Path(error.filename or src), f"folder cannot be read ({error.strerror}): its "
+                        "images were NOT cropped. Fix its permissions (e.g. chmod -R u+rX) and run again."))
+    return sorted(files), skipped
 
 
 def _crop_one(path: Path, tmp_out: Path, final_out: Path, size: int) -> dict:
     """Crop (or copy) one file into the temporary tree; return its table row."""
     row = dict(path=str(path), output=str(final_out), action="cropped", height=None, width=None,
-               crop=None, cut_pixels=None, error=None)
+               crop=None, cut_pixels=None, error=None, conversion=None)
     if not _is_image(path):
         shutil.copy2(path, tmp_out)
         row["action"] = "copied"
         return row
     try:
-        image = _read(path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            image = _read(path)
     except (OSError, ValueError) as exc:
         row.update(action="error", output=None, error=str(exc))
         return row
+    from allnet_lib.imageio import ImageConversionWarning
+
+    prefix = f"{path}: "
+    notes = [str(w.message).removeprefix(prefix) for w in caught if issubclass(w.category, ImageConversionWarning)]
+    for other in (w for w in caught if not issubclass(w.category, ImageConversionWarning)):
+        warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+    row["conversion"] = "; ".join(notes) or None
     height, width = image.shape[:2]
     crop = scaled_crop_size(min(height, width), size)
     row.update(height=height, width=width, crop=crop, cut_pixels=check_crop(image, crop))
@@ -233,6 +274,13 @@ def _warn_about(table: pd.DataFrame, dst: Path) -> None:
         warnings.warn(
             f"crop_folder: the crop cut cell pixels in {len(cut)} image(s) written to {dst} "
             f"(e.g. {names}); see the cut_pixels column, or use a larger size or tight_crop",
+            stacklevel=3,
+        )
+    converted = table[table.conversion.notna()]
+    if len(converted):
+        warnings.warn(
+            f"crop_folder: {len(converted)} image(s) were not 8-bit RGB and were converted when read "
+            f"(e.g. {converted.path.iat[0]}: {converted.conversion.iat[0]}); see the conversion column",
             stacklevel=3,
         )
     errors = table[table.action == "error"]

@@ -45,6 +45,7 @@ from PIL import Image
 from scipy import ndimage
 
 from allnet_lib.crop import scaled_crop_size  # noqa: F401  (re-exported: the demo's crop rule)
+from allnet_lib.messages import option
 from allnet_lib.paths import demo_dir
 from allnet_lib.profiles import DEMO_IMAGES as DEFAULT_IMAGES
 
@@ -522,6 +523,23 @@ def _count_images(out_dir: Path, ext: str) -> int:
     return sum(1 for _ in (out_dir / TRAINING_DIR).rglob(f"*.{ext}"))
 
 
+def _damaged_images(out_dir: Path, ext: str) -> list[Path]:
+    """Images of a finished set that are no longer whole: empty files (a copy or disk that ran
+    out, a file emptied by hand) and, for BMP (every file the same size), truncated ones. File
+    sizes only, no decoding: the check stays instant."""
+    from collections import Counter
+
+    damaged, sizes = [], {}
+    for path in (out_dir / TRAINING_DIR).rglob(f"*.{ext}"):
+        try:
+            sizes[path] = path.stat().st_size
+        except OSError:
+            damaged.append(path)
+    usual = Counter(sizes.values()).most_common(1)[0][0] if sizes else 0
+    damaged += [p for p, n in sizes.items() if n == 0 or (ext == "bmp" and n != usual)]
+    return sorted(damaged)
+
+
 def _mp_context():
     """``fork`` (fast start) when it is safe, else ``spawn``: forking a process that runs
     threads (TensorFlow, JAX, PyTorch pools) can deadlock the children."""
@@ -581,24 +599,29 @@ def make_demo_dataset(
         manifest = _read_manifest(out_dir)
         if manifest is not None and manifest.get("params") == params:
             found = _count_images(out_dir, ext)
-            if found == manifest.get("n_files"):
+            damaged = _damaged_images(out_dir, ext) if found == manifest.get("n_files") else []
+            if found == manifest.get("n_files") and not damaged:
                 log.info("demo dataset already present at %s", out_dir)
                 return out_dir
             if not overwrite:
+                what = (f"{len(damaged)} image(s) empty or truncated, e.g. {damaged[0]}" if damaged else
+                        f"{found} of {manifest.get('n_files')} images")
                 raise FileExistsError(
-                    f"{out_dir}: the demo dataset is incomplete ({found} of {manifest.get('n_files')} "
-                    "images); pass overwrite=True to regenerate it"
+                    f"{out_dir}: the demo dataset is incomplete ({what}); pass "
+                    f"{option('overwrite')} to regenerate it"
                 )
         elif any(out_dir.iterdir()):
             if manifest is None:
                 raise FileExistsError(
                     f"{out_dir} is not empty and holds no {MANIFEST_NAME}, so it is not a demo "
-                    "dataset; it is never deleted automatically. Choose another out_dir or empty it."
+                    f"dataset; it is never deleted automatically. Choose another "
+                    f"{option('out_dir', 'out_dir')} or empty it."
                 )
             if not overwrite:
                 raise FileExistsError(
                     f"{out_dir} already holds a demo dataset with other parameters "
-                    f"({manifest.get('params')}); pass overwrite=True to replace it, or choose another out_dir"
+                    f"({manifest.get('params')}); pass {option('overwrite')} to replace it, or choose "
+                    f"another {option('out_dir', 'out_dir')}"
                 )
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)

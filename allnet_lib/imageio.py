@@ -47,6 +47,8 @@ class ImageInfo:
     width: int
     height: int
     bits16: bool  # 16 bits per channel in the file (Pillow may already have reduced it)
+    #: what :func:`read_image` changes to make it 8-bit RGB (its warnings, without the path)
+    conversions: tuple[str, ...] = ()
 
 
 def is_image_name(name: str | os.PathLike) -> bool:
@@ -110,16 +112,23 @@ def _open_loaded(path: Path) -> tuple[Image.Image, bool]:
 
 
 def inspect_image(path: str | os.PathLike) -> ImageInfo:
-    """Decode ``path`` completely (so truncation is caught) and report format, mode and size."""
+    """Decode ``path`` completely (so truncation is caught) and report format, mode, size and
+    the conversions :func:`read_image` would warn about (16-bit, CMYK, alpha, grayscale...)."""
     path = Path(path)
     image, bits16 = _open_loaded(path)
     with image:
-        return ImageInfo(str(path), image.format or "?", image.mode, image.width, image.height, bits16)
+        conversions: list[str] = []
+        _as_rgb_array(image, path, bits16, conversions)
+        return ImageInfo(str(path), image.format or "?", image.mode, image.width, image.height, bits16,
+                         tuple(conversions))
 
 
-def _warn(path: Path, what: str, enabled: bool) -> None:
-    if enabled:
-        warnings.warn(f"{path}: {what}", ImageConversionWarning, stacklevel=3)
+def _warn(path: Path, what: str, enabled) -> None:
+    """Warn about a conversion; ``enabled`` may be a list, which collects ``what`` instead."""
+    if isinstance(enabled, list):
+        enabled.append(what)
+    elif enabled:
+        warnings.warn(f"{path}: {what}", ImageConversionWarning, stacklevel=4)
 
 
 def _sixteen_to_uint8(array: np.ndarray) -> np.ndarray:
@@ -194,13 +203,18 @@ def read_image(path: str | os.PathLike, *, warn: bool = True) -> np.ndarray:
     path = Path(path)
     image, bits16 = _open_loaded(path)
     with image:
-        if getattr(image, "n_frames", 1) > 1:
-            _warn(path, f"{image.n_frames} pages/frames: only the first one is used", warn)
-        if image.format not in KNOWN_FORMATS:
-            _warn(path, f"{image.format} is not a C-NMC format (BMP/PNG/JPEG/TIFF); read anyway", warn)
-        if image.format in ("JPEG", "MPO"):
-            rotated = ImageOps.exif_transpose(image)
-            if rotated is not image:
-                image = rotated
-        array = _to_rgb(image, path, bits16, warn)
+        array = _as_rgb_array(image, path, bits16, warn)
     return np.ascontiguousarray(center_crop_final(array))
+
+
+def _as_rgb_array(image: Image.Image, path: Path, bits16: bool, warn) -> np.ndarray:
+    """The decoded ``image`` as uint8 RGB, warning (or collecting, see :func:`_warn`) every change."""
+    if getattr(image, "n_frames", 1) > 1:
+        _warn(path, f"{image.n_frames} pages/frames: only the first one is used", warn)
+    if image.format not in KNOWN_FORMATS:
+        _warn(path, f"{image.format} is not a C-NMC format (BMP/PNG/JPEG/TIFF); read anyway", warn)
+    if image.format in ("JPEG", "MPO"):
+        rotated = ImageOps.exif_transpose(image)
+        if rotated is not image:
+            image = rotated
+    return _to_rgb(image, path, bits16, warn)

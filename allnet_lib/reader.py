@@ -46,6 +46,7 @@ TABLE_COLUMNS = ["path", "filename", "label", "y", "subject", "fold", "image", "
 #: ``kind`` is a short category for counting: name, label-mismatch, not-image, empty-file,
 #: empty-folder, labels, unlisted, missing, no-label, duplicate, unreadable, size.
 PROBLEM_COLUMNS = ["path", "reason", "kind"]
+CONVERSION_COLUMNS = ["path", "conversion"]
 PRELIM_DIR = "C-NMC_test_prelim_phase_data"
 PRELIM_LABELS = "C-NMC_test_prelim_phase_data_labels.csv"
 PRELIM_COLUMNS = ("Patient_ID", "new_names", "labels")
@@ -90,6 +91,9 @@ class DatasetIndex:
     normalised: dict[str, int] = field(default_factory=dict)
     layouts: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: ``path, conversion``: usable images that :func:`~allnet_lib.imageio.read_image` converts to
+    #: 8-bit RGB (16-bit, CMYK, alpha, grayscale, palette...); found by ``verify=True`` only.
+    conversions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CONVERSION_COLUMNS))
 
     def __len__(self) -> int:
         return len(self.table)
@@ -127,6 +131,10 @@ class DatasetIndex:
         ]
         if len(self.unlabelled):
             lines.append(f"  unlabelled final-test images: {len(self.unlabelled)} (see .unlabelled)")
+        if len(self.conversions):
+            lines.append(f"  converted when read: {self.conversions['path'].nunique()} image(s) are not 8-bit "
+                         "RGB and are converted (see .conversions; re-export them as 8-bit RGB to "
+                         "see the same pixels everywhere)")
         for spelling, count in sorted(self.normalised.items()):
             lines.append(f"  subject {spelling!r} normalised to {spelling.upper()!r} ({count} images)")
         if self.problems.empty:
@@ -167,6 +175,7 @@ class _Collector:
         self.clutter = 0
         self.metadata: list[str] = []
         self.skipped_dirs: list[str] = []
+        self.conversions: list[tuple[str, str]] = []
 
     def problem(self, path, reason: str, kind: str) -> None:
         self.problems.append((str(path), reason, kind))
@@ -449,6 +458,7 @@ def _verify(col: _Collector, table: pd.DataFrame, unlabelled: pd.DataFrame, prog
             bad.add(path)
             continue
         sizes[path] = (info.width, info.height)
+        col.conversions += [(path, what) for what in info.conversions]
         digest = hashlib.sha1(Path(path).read_bytes()).hexdigest()
         if digest in digests:
             col.problem(path, f"byte-identical to {digests[digest]}: remove one copy.", "duplicate")
@@ -545,6 +555,8 @@ def index_dataset(root, *, verify: bool = False, progress: bool = True) -> Datas
     if col.skipped_dirs:
         notes.append(f"hidden/tool folders not searched: {', '.join(sorted(set(col.skipped_dirs)))}")
     problems = pd.DataFrame(col.problems, columns=PROBLEM_COLUMNS)
+    usable = set(table["path"]) | set(unlabelled["path"])
+    conversions = pd.DataFrame([c for c in col.conversions if c[0] in usable], columns=CONVERSION_COLUMNS)
     return DatasetIndex(
         root=col.root,
         table=table,
@@ -553,4 +565,5 @@ def index_dataset(root, *, verify: bool = False, progress: bool = True) -> Datas
         normalised=dict(col.normalised),
         layouts=sorted(col.layouts),
         notes=notes,
+        conversions=conversions,
     )

@@ -109,3 +109,41 @@ def test_crop_folder_never_overwrites(demo_set, tmp_path):
     with pytest.raises(ValueError, match="outside the source"):
         crop.crop_folder(demo_set, demo_set / "cropped", progress=False)
     assert not (demo_set / "cropped").exists()
+
+
+def _cell(size=48):
+    image = np.zeros((size, size, 3), np.uint8)
+    image[16:32, 16:32] = (200, 120, 160)
+    return image
+
+
+def test_crop_folder_lists_linked_and_unreadable_folders_and_conversions(tmp_path, monkeypatch):
+    import os
+
+    src = tmp_path / "src"
+    (src / "all").mkdir(parents=True)
+    Image.fromarray(_cell()).save(src / "all" / "rgb.bmp")
+    Image.fromarray(_cell()).convert("CMYK").save(src / "all" / "cmyk.jpg")
+    Image.fromarray((_cell()[..., 0].astype(np.uint16) * 257)).save(src / "all" / "gray16.png")
+    Image.fromarray(_cell()).convert("RGBA").save(src / "all" / "rgba.png")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    Image.fromarray(_cell()).save(elsewhere / "x.bmp")
+    (src / "hem").symlink_to(elsewhere, target_is_directory=True)
+    real_walk = os.walk
+
+    def walk(top, onerror=None, **kwargs):  # as os.walk reports a folder it may not list (root reads all)
+        onerror(PermissionError(13, "Permission denied", str(src / "locked")))
+        yield from real_walk(top, onerror=onerror, **kwargs)
+
+    monkeypatch.setattr(crop.os, "walk", walk)
+    with pytest.warns(UserWarning, match="could not be read"):
+        table = crop.crop_folder(src, tmp_path / "out", progress=False)
+    errors = table[table.action == "error"].set_index("path")["error"]
+    assert "symbolic link" in errors[str(src / "hem")]
+    assert "cannot be read (Permission denied)" in errors[str(src / "locked")]
+    conversion = table.set_index(table.path.map(lambda p: Path(p).name))["conversion"]
+    assert pd.isna(conversion["rgb.bmp"])
+    assert "mode CMYK" in conversion["cmyk.jpg"]
+    assert "16-bit" in conversion["gray16.png"]
+    assert "alpha" in conversion["rgba.png"]

@@ -237,3 +237,29 @@ def test_a_killed_demo_data_leaves_no_workers_behind(tmp_path, signal_name):
     assert _processes_mentioning(str(out)) == []
     if signal_name == "SIGTERM":  # caught: the run cleans up after itself
         assert not list(tmp_path.glob(f".{out.name}.tmp-*"))
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_a_set_with_an_emptied_or_truncated_file_is_not_reused(tmp_path, damage):
+    out = demo.make_demo_dataset(tmp_path / "d", n_images=12, image_size=48, progress=False)
+    victim = _files(out)[3]
+    victim.write_bytes(b"" if damage == "empty" else victim.read_bytes()[:100])
+    with pytest.raises(FileExistsError, match=r"incomplete .*empty or truncated.*overwrite=True") as info:
+        demo.make_demo_dataset(out, n_images=12, image_size=48, progress=False)
+    assert victim.name in str(info.value)
+    demo.make_demo_dataset(out, n_images=12, image_size=48, progress=False, overwrite=True)
+    assert victim.stat().st_size == _files(out)[0].stat().st_size  # regenerated whole
+
+
+def test_messages_name_the_option_the_caller_can_pass(tmp_path):
+    from allnet_lib.messages import cli_spelling
+
+    out = demo.make_demo_dataset(tmp_path / "d", n_images=12, image_size=48, progress=False)
+    with pytest.raises(FileExistsError) as from_python:
+        demo.make_demo_dataset(out, n_images=15, image_size=48, progress=False)
+    assert "pass overwrite=True" in str(from_python.value) and "--overwrite" not in str(from_python.value)
+    with cli_spelling({"overwrite": "--overwrite", "out_dir": "--out DIR"}), \
+            pytest.raises(FileExistsError) as from_cli:
+        demo.make_demo_dataset(out, n_images=15, image_size=48, progress=False)
+    assert "pass --overwrite" in str(from_cli.value) and "overwrite=True" not in str(from_cli.value)
+    assert "--out DIR" in str(from_cli.value)

@@ -268,3 +268,28 @@ def test_an_unreadable_folder_is_reported(tmp_path, monkeypatch):
     unreadable = index.problems.loc[index.problems["kind"] == "unreadable"]
     assert len(unreadable) == 1 and "Permission denied" in unreadable.iloc[0]["reason"]
     assert "NOT indexed" in unreadable.iloc[0]["reason"] and len(index.table) == 1
+
+
+def test_verify_reports_images_that_are_converted_when_read(tmp_path):
+    """16-bit, CMYK, alpha and grayscale files are usable, but read_image changes them: the index
+    says which and how (in .conversions and its report), instead of only warning at load time."""
+    import numpy as np
+    from PIL import Image
+
+    from cnmc_fixtures import cell_array
+
+    folder = tmp_path / "data" / "all"
+    write_image(folder / "UID_1_1_1_all.bmp")
+    Image.fromarray(cell_array("a")).convert("CMYK").save(folder / "UID_1_1_2_all.jpg")
+    Image.fromarray(cell_array("b")[..., 0].astype(np.uint16) * 257).save(folder / "UID_1_1_3_all.png")
+    Image.fromarray(cell_array("c")).convert("RGBA").save(folder / "UID_1_1_4_all.png")
+    Image.fromarray(cell_array("d")).convert("L").save(folder / "UID_1_1_5_all.png")
+    index = _index(tmp_path / "data", verify=True)
+    assert len(index.table) == 5 and index.ok
+    converted = dict(zip(index.conversions["path"].map(lambda p: p.rsplit("/", 1)[-1]),
+                         index.conversions["conversion"]))
+    assert set(converted) == {"UID_1_1_2_all.jpg", "UID_1_1_3_all.png", "UID_1_1_4_all.png",
+                              "UID_1_1_5_all.png"}
+    assert "CMYK" in converted["UID_1_1_2_all.jpg"] and "16-bit" in converted["UID_1_1_3_all.png"]
+    assert "alpha" in converted["UID_1_1_4_all.png"] and "grayscale" in converted["UID_1_1_5_all.png"]
+    assert "converted when read: 4 image(s)" in index.report()
