@@ -63,6 +63,7 @@ import pandas as pd
 
 from allnet_lib import paths
 from allnet_lib.labels import CLASSES
+from allnet_lib.messages import option
 
 CONFIG_NAME, HISTORY_NAME = "config.json", "history.csv"
 BEST_NAME, LAST_NAME, BACKUP_DIR = "best.keras", "last.keras", "backup"
@@ -129,11 +130,47 @@ def train_model(model_name: str, split, profile, *, run_dir=None, resume: bool =
     state = _prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
     if state == "finished":
         return _reuse(run_dir, spec.name, config, progress)
+    _remove_stale_temporaries(run_dir)
+    resumed = _resumed_record(run_dir, state)
     _write_json(run_dir / CONFIG_NAME, {"config": config, "status": "running",
-                                        "environment": environment(backend, data)})
+                                        "environment": environment(backend, data),
+                                        "resumed_after_epochs": resumed})
     _say(progress, *notes)
+    if resumed:  # said even without progress output: it changes what the run is
+        notes.append(f"resumed an interrupted run after epoch {resumed[-1]}")
+        print(f"resuming the interrupted run in {run_dir} after epoch {resumed[-1]} "
+              f"(resumed {len(resumed)} time(s); recorded in {CONFIG_NAME})", flush=True)
     return _fit(spec, train, val, profile, run_dir, config, data=data, progress=progress,
                 extra_callbacks=list(callbacks), weights=weights, notes=notes)
+
+
+def _remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the temporary files a killed run left in ``run_dir`` (``.<name>.<hex>.tmp*``: a
+    half-written checkpoint, config or history); nothing else uses them. Says what it removed."""
+    stale = sorted(p for p in run_dir.glob(".*.tmp*") if p.is_file())
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        print(f"removed {len(stale)} unfinished temporary file(s) left in {run_dir} by an "
+              f"interrupted run: {', '.join(p.name for p in stale)}", flush=True)
+    return stale
+
+
+def _backup_epoch(run_dir: Path) -> int:
+    """Epochs saved in the run's backup (Keras BackupAndRestore); 0 when there is none."""
+    meta = run_dir / BACKUP_DIR / "training_metadata.json"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        return int(json.loads(meta.read_text())["epoch"])
+    return 0
+
+
+def _resumed_record(run_dir: Path, state: str) -> list[int]:
+    """The epochs after which this run was resumed so far, this session's included (kept in
+    config.json as ``resumed_after_epochs``, so a resumed run can always be told apart)."""
+    if state != "interrupted":
+        return []
+    stored = _check_is_run(run_dir)
+    return list(stored.get("resumed_after_epochs") or []) + [_backup_epoch(run_dir)]
 
 
 def default_run_dir(profile, split, model_name: str) -> Path:
@@ -257,14 +294,16 @@ def _prepare_run_dir(run_dir: Path, config: dict, *, resume: bool, overwrite: bo
     if stored.get("config") != _jsonable(config):
         diff = _differences(stored.get("config") or {}, _jsonable(config))
         raise ValueError(f"{run_dir} holds a run with another configuration (differs in: "
-                         f"{', '.join(diff)}); it was left untouched. Use another run_dir, or "
-                         "overwrite=True to delete it and train again.")
+                         f"{', '.join(diff)}); it was left untouched. Use another "
+                         f"{option('run_dir', 'run_dir')}, or {option('overwrite')} to delete it "
+                         "and train again.")
     finished = stored.get("status") == "finished" and (run_dir / BEST_NAME).is_file()
     if not resume:
         what = "a finished run" if finished else "an interrupted run"
         action = "reuse it" if finished else "continue it"
         raise FileExistsError(f"{run_dir} already holds {what} with this configuration; pass "
-                              f"resume=True to {action}, or overwrite=True to train from scratch.")
+                              f"{option('resume')} to {action}, or {option('overwrite')} to train "
+                              "from scratch.")
     return "finished" if finished else "interrupted"
 
 
@@ -273,12 +312,13 @@ def _check_is_run(run_dir: Path) -> dict:
     path = run_dir / CONFIG_NAME
     if not path.is_file():
         raise FileExistsError(f"{run_dir} is not empty and has no {CONFIG_NAME}, so it is not a "
-                              "training run folder; it was left untouched. Choose another run_dir.")
+                              "training run folder; it was left untouched. Choose another "
+                              f"{option('run_dir', 'run_dir')}.")
     try:
         return json.loads(path.read_text())
     except ValueError as error:
         raise ValueError(f"{path} is not valid JSON ({error}); delete that run folder or pass "
-                         "overwrite=True") from error
+                         f"{option('overwrite')}") from error
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -321,7 +361,7 @@ def _reuse(run_dir: Path, model_name: str, config: dict, progress: bool) -> Trai
 
     stored = json.loads((run_dir / CONFIG_NAME).read_text())
     _say(progress, f"reusing the finished run in {run_dir} (same configuration; pass "
-                   "overwrite=True to train again)")
+                   f"{option('overwrite')} to train again)")
     model = keras.saving.load_model(run_dir / BEST_NAME)
     history = read_history(run_dir)
     best_train_accuracy = stored.get("best_train_accuracy")
@@ -409,8 +449,6 @@ def _fit_deterministic(spec, train, val, profile, run_dir, config, *, data, prog
             verbose = 1
         else:
             callbacks.insert(1, EpochLines(spec.name, config, profile.epochs, profile.monitor))
-    if restored_epoch:
-        _say(progress, f"resuming the interrupted run in {run_dir} after epoch {restored_epoch}")
     with _scope(distribution, backend):
         model.fit(train_data, validation_data=val_data, epochs=profile.epochs,
                   class_weight=_class_weight(train) if profile.class_weight else None,
@@ -445,10 +483,17 @@ def _finish(model_name, model, run_dir, config, backend, data, notes) -> TrainRe
         "config": config, "status": "finished", "environment": environment(backend, data),
         "epochs_run": int(len(history)), "best_epoch": best_epoch,
         "best_train_accuracy": best_train_accuracy, "seconds": seconds,
-        "images_per_second": speed, "notes": notes})
+        "images_per_second": speed, "notes": notes,
+        "resumed_after_epochs": _stored_resumed(run_dir)})
     return TrainResult(model_name, model, history, run_dir, run_dir / BEST_NAME,
                        run_dir / LAST_NAME, seconds, speed, config, best_epoch=best_epoch,
                        notes=notes, best_train_accuracy=best_train_accuracy)
+
+
+def _stored_resumed(run_dir: Path) -> list[int]:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        return list(json.loads((run_dir / CONFIG_NAME).read_text()).get("resumed_after_epochs") or [])
+    return []
 
 
 def _best_row(history: pd.DataFrame, monitor: str) -> tuple[int | None, float | None]:
@@ -570,7 +615,7 @@ def best_score(history: pd.DataFrame, monitor: str) -> float | None:
 def _save_atomic(model, path: Path, *, weights_only: bool = False) -> None:
     """Save to a temporary sibling, then rename: a crash mid-save never leaves a broken file."""
     suffix = ".weights.h5" if weights_only else ".keras"
-    tmp = path.with_name(f".{path.name.split('.')[0]}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
+    tmp = path.with_name(f".{path.name.lstrip('.').split('.')[0]}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
     try:
         model.save_weights(tmp) if weights_only else model.save(tmp)
         os.replace(tmp, path)

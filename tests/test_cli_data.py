@@ -186,3 +186,162 @@ def test_augment_writes_n_images(demo, tmp_path, capsys):
     assert "6 augmented image(s)" in out
     code, _, err = run(capsys, "augment", tmp_path / "missing", tmp_path / "a2", "-n", "2")
     assert code == 2 and "does not exist" in err
+
+
+# --------------------------------------------------------------------------------------------
+# issue 15: exit codes, crashes, messages, problems found late or not shown
+
+
+def test_exit_codes_are_one_table_in_help_and_readme(capsys):
+    import re
+    from pathlib import Path
+
+    from allnet_lib import cli
+
+    codes = [code for code, _ in cli.EXIT_CODES]
+    assert len(set(codes)) == len(codes)
+    assert {cli.EXIT_PROBLEMS, cli.EXIT_USAGE, cli.EXIT_INTERNAL} == {1, 2, 3}
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", readme, flags=re.MULTILINE))
+    assert {int(k): v for k, v in rows.items()} == dict(cli.EXIT_CODES)
+    for code, text in cli.EXIT_CODES:
+        assert f"{code} {text}" in help_text
+
+
+def test_a_crash_is_one_message_with_the_traceback_kept(demo, monkeypatch, capsys):
+    import re
+
+    from allnet_lib import reader
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(reader, "index_dataset", broken)
+    code, out, err = run(capsys, "index", demo)
+    assert code == 3
+    assert "internal error: RuntimeError: a bug" in err and "Traceback" not in err
+    saved = re.search(r"traceback saved to (\S+\.traceback\.txt)", err)
+    assert saved, err
+    from pathlib import Path
+
+    text = Path(saved[1]).read_text()
+    assert "Traceback" in text and "RuntimeError: a bug" in text
+    Path(saved[1]).unlink()
+    code, _, err = run(capsys, "--debug", "index", demo)
+    assert code == 3 and "Traceback" in err and "in broken" in err
+
+
+def test_sigterm_is_an_interruption_not_a_vanishing(demo, monkeypatch, capsys):
+    import os
+    import signal
+
+    from allnet_lib import reader
+
+    def killed(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(reader, "index_dataset", killed)
+    code, _, err = run(capsys, "index", demo)
+    assert code == 130 and "interrupted" in err
+
+
+def test_an_unknown_option_after_a_subcommand_shows_that_subcommands_usage(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["index", "--bogus"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: allnet index" in err and "unrecognized arguments: --bogus" in err
+
+
+def test_index_with_no_usable_image_exits_1(tmp_path, capsys):
+    (tmp_path / "data" / "all").mkdir(parents=True)
+    (tmp_path / "data" / "all" / "UID_1_1_1_all.bmp").write_bytes(b"")
+    code, out, err = run(capsys, "index", tmp_path / "data")
+    assert code == 1
+    assert "UID_1_1_1_all.bmp" in out and "empty file" in out and "no usable labelled image" in err
+
+
+def test_problems_csv_is_checked_before_indexing(demo, tmp_path, monkeypatch, capsys):
+    from allnet_lib import reader
+
+    def never(*args, **kwargs):
+        raise AssertionError("indexed before checking --problems-csv")
+
+    monkeypatch.setattr(reader, "index_dataset", never)
+    existing = tmp_path / "problems.csv"
+    existing.write_text("mine")
+    code, _, err = run(capsys, "index", demo, "--problems-csv", existing)
+    assert code == 2 and "already exists" in err and existing.read_text() == "mine"
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:200])
+
+
+def test_split_lists_unreadable_images_and_leaves_them_out(demo, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(demo, data)
+    victim = sorted((data / "C-NMC_training_data" / "fold_0" / "all").glob("*.bmp"))[0]
+    _truncate(victim)
+    manifest = tmp_path / "m.csv"
+    code, out, err = run(capsys, "split", data, "--manifest", manifest)
+    assert code == 0, err
+    assert victim.name in err and "truncated or corrupt" in err
+    assert victim.name not in set(pd.read_csv(manifest)["filename"])
+    assert "(59 images)" in out
+
+
+def test_split_by_fold_says_which_images_it_leaves_out(tmp_path, capsys):
+    from cnmc_fixtures import PRELIM_SUBJECTS, make_tcia
+
+    fake = make_tcia(tmp_path / "cnmc")
+    n_prelim = sum(n for _, _, n in PRELIM_SUBJECTS)
+    code, out, err = run(capsys, "split", fake.root, "--by", "fold", "--manifest", tmp_path / "m.csv")
+    assert code == 0, err
+    assert f"note: {n_prelim} image(s)" in err and f"prelim_test: {n_prelim}" in err
+    total = len(pd.read_csv(tmp_path / "m.csv"))
+    assert f"({total} images)" in out
+
+
+def test_the_manifest_exists_error_fits_the_command_line(demo, data_root, tmp_path, capsys):
+    target = tmp_path / "split.csv"
+    assert run(capsys, "split", demo, "--manifest", target)[0] == 0
+    code, _, err = run(capsys, "split", demo, "--test-size", "0.3", "--manifest", target)
+    assert code == 2 and "different split manifest" in err and "--manifest" not in err
+    assert run(capsys, "split", demo)[0] == 0  # the default location
+    code, _, err = run(capsys, "split", demo, "--test-size", "0.3", "--seed", "0")
+    assert code == 0  # another split name, another default file
+    default = data_root / "splits" / "demo-subject-s0-t20.csv"
+    default.write_text(default.read_text().replace("train", "test", 1))
+    code, _, err = run(capsys, "split", demo)
+    assert code == 2 and "pass --manifest FILE" in err
+
+
+def test_demo_data_names_the_flag_not_the_python_argument(tmp_path, capsys):
+    out = tmp_path / "d"
+    assert run(capsys, "demo-data", "--out", out, *SMALL)[0] == 0
+    code, _, err = run(capsys, "demo-data", "--out", out, "--n-images", "61", "--size", "32")
+    assert code == 2 and "pass --overwrite" in err and "overwrite=True" not in err
+
+
+def test_index_and_crop_report_images_converted_when_read(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "data" / "all"
+    folder.mkdir(parents=True)
+    cell = np.zeros((32, 32, 3), np.uint8)
+    cell[10:22, 10:22] = (200, 100, 150)
+    Image.fromarray(cell).save(folder / "UID_1_1_1_all.bmp")
+    Image.fromarray(cell).convert("CMYK").save(folder / "UID_1_1_2_all.jpg")
+    Image.fromarray(cell[..., 0].astype(np.uint16) * 257).save(folder / "UID_1_1_3_all.png")
+    code, out, err = run(capsys, "index", tmp_path / "data", "--verify")
+    assert code == 0, err
+    assert "converted when read" in out and "UID_1_1_2_all.jpg" in out and "CMYK" in out
+    assert "UID_1_1_3_all.png" in out and "16-bit" in out
+    code, out, err = run(capsys, "crop", tmp_path / "data", tmp_path / "cropped")
+    assert code == 0, out + err
+    assert "2 image(s) were not 8-bit RGB" in out and "CMYK" in out and "16-bit" in out

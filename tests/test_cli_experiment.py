@@ -189,3 +189,41 @@ def test_leakage_end_to_end_with_real_training(tmp_path, capsys):
     assert result["splits"]["image"]["test_subjects_seen_in_training"] > 0
     assert result["splits"]["subject"]["test_subjects_seen_in_training"] == 0
     assert result["optimism_gap"]["accuracy"] is not None
+
+
+def test_train_lists_unreadable_images_before_training_and_leaves_them_out(demo, tmp_path, monkeypatch,
+                                                                           capsys):
+    import shutil
+
+    from allnet_lib.train import TrainResult
+
+    data = tmp_path / "data"
+    shutil.copytree(demo, data)
+    victim = sorted((data / "C-NMC_training_data" / "fold_1" / "hem").glob("*.bmp"))[0]
+    victim.write_bytes(victim.read_bytes()[:300])  # truncated
+    seen = {}
+
+    def fake_train(model_name, split, profile, *, run_dir=None, progress=True, overwrite=False, **kwargs):
+        seen["paths"] = set(split.train["path"]) | set(split.val["path"]) | set(split.test["path"])
+        seen["said_before"] = capsys.readouterr()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return TrainResult(model_name, None, pd.DataFrame({"epoch": [0]}), run_dir, run_dir / "best.keras",
+                           run_dir / "last.keras", 1.0, 4.0, {})
+
+    monkeypatch.setattr("allnet_lib.train.train_model", fake_train)
+    code, text = run(capsys, "train", "--model", "proposed", "--data", data, "--out", tmp_path / "run", *SMOKE)
+    assert code == 0, text
+    before = seen["said_before"].err
+    assert str(victim) in before and "truncated or corrupt" in before  # said before training started
+    assert str(victim) not in seen["paths"] and len(seen["paths"]) == 59
+
+
+def test_train_in_a_folder_of_another_run_names_the_flags(compared, demo, capsys):
+    _, _, folder = compared
+    code, out = run(capsys, "train", "--model", "proposed", "--data", demo, "--out", folder / "proposed",
+                    "--profile", "smoke", "--no-progress", "--epochs", "7")
+    assert code == 2 and "another configuration" in out
+    assert "--overwrite" in out and "--out DIR" in out and "overwrite=True" not in out
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--overwrite" in capsys.readouterr().out

@@ -107,13 +107,24 @@ def test_interrupted_run_resumes_and_finished_run_is_reused(split, tmp_path, cap
     with pytest.raises(FileExistsError, match="interrupted run.*resume=True to continue"):
         train.train_model("alexnet", split, profile, run_dir=run_dir, resume=False)
 
+    # a kill in the middle of saving a checkpoint leaves a temporary file behind
+    stray = run_dir / ".best.deadbeef.tmp.weights.h5"
+    stray.write_bytes(b"half a checkpoint")
+    capsys.readouterr()
     seen = EpochsSeen()
-    result = train.train_model("alexnet", split, profile, run_dir=run_dir, callbacks=[seen])
+    result = train.train_model("alexnet", split, profile, run_dir=run_dir, callbacks=[seen],
+                               progress=False)
     assert seen.epochs == [1]  # continued after the saved epoch, not from scratch
     assert result.history["epoch"].tolist() == [0, 1]
     assert not result.reused and not (run_dir / "backup").exists()
     out = capsys.readouterr().out
-    assert "resuming the interrupted run" in out and "epoch 2/2" in out
+    # said even without progress output, and recorded: a resumed run can be told apart
+    assert "resuming the interrupted run" in out and "after epoch 1" in out and "epoch 2/2" not in out
+    assert not stray.exists() and stray.name in out
+    assert not [p.name for p in run_dir.iterdir() if ".tmp" in p.name]
+    stored = json.loads((run_dir / "config.json").read_text())
+    assert stored["resumed_after_epochs"] == [1]
+    assert any("resumed an interrupted run after epoch 1" in note for note in result.notes + stored["notes"])
 
     again_seen = EpochsSeen()
     again = train.train_model("alexnet", split, profile, run_dir=run_dir, callbacks=[again_seen])

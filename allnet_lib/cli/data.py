@@ -2,8 +2,10 @@
 augment images. Each is a thin layer over the library function of the same job, so what the
 command does is what the book does.
 
-Exit codes: 0 ok, 1 a check found problems (``index --strict``, ``crop`` cutting into cells),
-2 bad input (a missing folder, an existing output, a bad option value).
+Exit codes: the table ``allnet_lib.cli.EXIT_CODES`` (1 bad input found: ``index --strict``,
+``index`` with no usable image, ``crop`` cutting into cells or meeting unreadable files; 2 usage
+error: a missing folder, an existing output, a bad option value). Every file a command passes
+over is listed with its path and reason, never skipped silently.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from allnet_lib import paths
 from allnet_lib.profiles import DEMO_IMAGES
-from allnet_lib.cli import UserError
+from allnet_lib.cli import EXIT_OK, EXIT_PROBLEMS, BadData, UserError
 
 SPLIT_METHODS = ("subject", "image", "fold")
 DEFAULT_SEEDS = {"image": 120, "subject": 0}  # the report's seed for its split; 0 otherwise
@@ -125,26 +127,56 @@ def _print_table(frame) -> None:
     print(frame.to_string())
 
 
-def _index(folder: Path, *, verify: bool = False):
-    """Index a data folder and say on stderr how many files were not usable."""
+def _index(folder: Path, *, verify: bool = True):
+    """Index a data folder, opening every image (``verify``) so that unreadable ones are found
+    now, not when training loads them; list on stderr the files that are not used, and why."""
     from allnet_lib.reader import index_dataset
 
     index = index_dataset(folder, verify=verify, progress=True)
+    report_problems(index, folder)
     if len(index.table) == 0:
-        raise UserError(f"no labelled images found in {folder}; expected C-NMC folders "
-                        "(C-NMC_training_data/fold_N/{all,hem}) or class folders {all,hem}. "
-                        f"Run `allnet index {folder}` to see what was found.")
-    if len(index.problems):
-        print(f"note: {len(index.problems)} file(s) in {folder} could not be used; "
-              f"`allnet index {folder}` lists them", file=sys.stderr)
+        kind = BadData if len(index.problems) else UserError
+        raise kind(f"no usable labelled images in {folder}; expected C-NMC folders "
+                   "(C-NMC_training_data/fold_N/{all,hem}) or class folders {all,hem}. "
+                   f"Run `allnet index {folder}` to see what was found.")
     return index
+
+
+def report_problems(index, folder: Path, *, file=None) -> None:
+    """Print the files ``index`` could not use (path and reason, the first few) and the images
+    that are converted when read, so that a command never passes over a file without a word."""
+    from allnet_lib.reader import printable_path
+
+    file = file or sys.stderr
+    problems = index.problems
+    if len(problems):
+        print(f"note: {len(problems)} file(s) in {folder} are not used (path, reason):", file=file)
+        shown = problems.head(_SHOWN_PROBLEMS)[["path", "reason"]].copy()
+        shown["path"] = shown["path"].map(printable_path)
+        print(shown.to_string(index=False), file=file)
+        if len(problems) > _SHOWN_PROBLEMS:
+            print(f"... and {len(problems) - _SHOWN_PROBLEMS} more: `allnet index {folder} --verify "
+                  "--problems-csv FILE` lists them all", file=file)
+    conversions = getattr(index, "conversions", None)
+    if conversions is not None and len(conversions):
+        print(f"note: {conversions['path'].nunique()} image(s) are not 8-bit RGB and are converted "
+              "when read (re-export them as 8-bit RGB to see the same pixels everywhere):", file=file)
+        print(conversions.head(_SHOWN_PROBLEMS).to_string(index=False), file=file)
+
+
+def _check_new_file(path: Path) -> Path:
+    """A report file that may be written: it must not exist yet, and not be a folder."""
+    path = path.expanduser()
+    if path.exists():
+        raise UserError(f"{path} already exists; choose another file name (it was left as is)")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise UserError(f"{path.parent} is a file, so {path} cannot be written; choose another path")
+    return path
 
 
 def _write_csv_new(frame, path: Path) -> Path:
     """Write a report CSV that does not exist yet (temp sibling, then rename)."""
-    path = path.expanduser()
-    if path.exists():
-        raise UserError(f"{path} already exists; choose another file name (it was left as is)")
+    path = _check_new_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     frame.to_csv(tmp, index=False)
@@ -175,9 +207,9 @@ def _register_demo(subparsers) -> None:
                         help="image format: bmp (as the real data), png, tif or jpg "
                              "(default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace a demo set made with other options (a folder that is not a "
-                             "demo set is never replaced)")
-    parser.set_defaults(func=run_demo)
+                        help="replace a demo set made with other options, or an incomplete one "
+                             "(a folder that is not a demo set is never replaced)")
+    parser.set_defaults(func=run_demo, spelling={"overwrite": "--overwrite", "out_dir": "--out DIR"})
 
 
 @user_errors
@@ -205,18 +237,24 @@ def _register_index(subparsers) -> None:
     )
     _add_data_argument(parser)
     parser.add_argument("--verify", action="store_true",
-                        help="also open every image to check it is readable (slower)")
+                        help="also open every image: unreadable files, odd sizes, byte-identical "
+                             "copies and images converted when read (16-bit, CMYK, alpha, "
+                             "grayscale) are listed too (slower)")
     parser.add_argument("--problems-csv", metavar="FILE", type=Path,
                         help="write every problem (path, reason) to this new CSV file")
     parser.add_argument("--strict", action="store_true",
-                        help="exit with code 1 when problems were found (for scripts and CI)")
+                        help="exit with code 1 when problems were found (for scripts and CI); "
+                             "without it, code 1 only when no image is usable")
     parser.set_defaults(func=run_index)
 
 
 @user_errors
 def run_index(args) -> int:
-    """Print the summary and the problems; exit 1 with --strict when there are problems."""
+    """Print the summary and the problems; exit 1 with --strict when there are problems, and
+    whenever no labelled image is usable."""
     folder = data_folder(args)
+    if args.problems_csv:
+        _check_new_file(args.problems_csv)  # before the slow part
     index = _index_any(folder, verify=args.verify)
     print(index.report())
     print()
@@ -229,10 +267,18 @@ def run_index(args) -> int:
             print(f"... and {len(problems) - _SHOWN_PROBLEMS} more (see --problems-csv)")
     else:
         print("\nno problems found")
+    if len(index.conversions):
+        print(f"\n{index.conversions['path'].nunique()} image(s) converted when read (usable; "
+              "re-export them as 8-bit RGB to see the same pixels everywhere):")
+        print(index.conversions.head(_SHOWN_PROBLEMS).to_string(index=False))
     if args.problems_csv:
         written = _write_csv_new(problems, args.problems_csv)
         print(f"problems written to {written}")
-    return 1 if (args.strict and len(problems)) else 0
+    if len(index.table) == 0:
+        print(f"allnet index: no usable labelled image in {folder}"
+              + (" (see the problems above)" if len(problems) else ""), file=sys.stderr)
+        return EXIT_PROBLEMS
+    return EXIT_PROBLEMS if (args.strict and len(problems)) else EXIT_OK
 
 
 def _index_any(folder: Path, *, verify: bool):
@@ -299,6 +345,8 @@ def run_split(args) -> int:
         splitting.check_output_folder(folder, args.out)  # fail before the slow part
     table = _split_input(splitting, _index(folder).table, args.by)
     split = _make_split(splitting, table, args)
+    if args.by == "fold":
+        table = _fold_note(table, split)
     print(f"split {split.name} of {folder} ({len(table)} images)")
     _print_table(split.summary())
     _warn_about_leaks(split, args.by)
@@ -315,7 +363,9 @@ def run_split(args) -> int:
         try:
             written = split.write_manifest(manifest)
         except FileExistsError as error:
-            raise UserError(f"{error} (or pass --manifest FILE)") from error
+            hint = ("" if args.manifest is not None else
+                    " (or pass --manifest FILE to write it elsewhere)")
+            raise UserError(f"{error}{hint}") from error
         print(f"manifest: {written}")
     print(f"manifest hash: {splitting.manifest_hash(split)}")
     return 0
@@ -325,12 +375,24 @@ def _split_input(splitting, table, by: str):
     """The rows to split: for --by subject/image the training folds when the data has them
     (see split.training_rows); say on stderr what was left out."""
     if by == "fold":
-        return table
+        return table  # fold_split leaves the test sets out: said in _fold_note
     rows = splitting.training_rows(table)
     if len(rows) < len(table):
         print(f"note: {len(table) - len(rows)} image(s) outside the training folds (test sets) "
               "left out of the split", file=sys.stderr)
     return rows
+
+
+def _fold_note(table, split):
+    """--by fold: the rows in no part (preliminary/final test folds, as fold_split never trains
+    on them) are said on stderr like the other methods say theirs; returns the rows split."""
+    used = set(split.manifest()["path"])
+    left = table[~table["path"].isin(used)]
+    if len(left):
+        per_fold = ", ".join(f"{fold}: {n}" for fold, n in left["fold"].value_counts().sort_index().items())
+        print(f"note: {len(left)} image(s) in folds that are neither training nor named with "
+              f"--test-folds/--val-folds ({per_fold}) left out of the split", file=sys.stderr)
+    return table[table["path"].isin(used)]
 
 
 def _make_split(splitting, table, args):
@@ -366,7 +428,8 @@ def _register_crop(subparsers) -> None:
         "crop", help="centre-crop every image of a folder (the report's 450 -> 400)",
         description="Centre-crop every image under SRC to SIZE x SIZE and write it under DST with "
                     "the same sub-folders. Reports images whose crop cut into the cell "
-                    "(non-black pixels removed); exit code 1 if there are any.",
+                    "(non-black pixels removed), files and folders it could not read (exit code "
+                    "1 if there are any) and images converted when read (16-bit, CMYK, alpha).",
     )
     parser.add_argument("src", metavar="SRC", type=Path, help="folder of images (any depth)")
     parser.add_argument("dst", metavar="DST", type=Path, help="new output folder")
@@ -391,20 +454,31 @@ def run_crop(args) -> int:
     copied = int((result["action"] == "copied").sum())
     print(f"{int((result['action'] == 'cropped').sum())} image(s) centre-cropped into {args.dst}"
           + (f", {copied} other file(s) copied" if copied else ""))
+    from allnet_lib.reader import printable_path
+
+    result["path"] = result["path"].map(printable_path)  # names that are not UTF-8 print as \xNN
     damaged = result[result["cut_pixels"].fillna(0) > 0]
     errors = result[result["action"] == "error"]
+    converted = result[result["conversion"].notna()]
+    if len(converted):
+        print(f"\n{len(converted)} image(s) were not 8-bit RGB and were converted when read "
+              "(cropped all the same; re-export them as 8-bit RGB to keep the same pixels):")
+        print(converted[["path", "conversion"]].head(_SHOWN_PROBLEMS).to_string(index=False))
     if len(damaged):
         print(f"\n{len(damaged)} image(s) lost cell (non-black) pixels in the crop; use a "
               "larger --size:")
         print(damaged[["path", "height", "width", "crop", "cut_pixels"]]
               .head(_SHOWN_PROBLEMS).to_string(index=False))
     if len(errors):
-        print(f"\n{len(errors)} file(s) could not be read and were not written:")
+        print(f"\n{len(errors)} file(s) or folder(s) could not be read and were not written "
+              "(path, reason):")
         print(errors[["path", "error"]].head(_SHOWN_PROBLEMS).to_string(index=False))
+        if len(errors) > _SHOWN_PROBLEMS:
+            print(f"... and {len(errors) - _SHOWN_PROBLEMS} more")
     if len(damaged) or len(errors):
-        return 1
+        return EXIT_PROBLEMS
     print("no crop cut into a cell")
-    return 0
+    return EXIT_OK
 
 
 def _register_augment(subparsers) -> None:

@@ -6,8 +6,10 @@ Each is a thin layer over :mod:`allnet_lib.train`, :mod:`allnet_lib.evaluate` an
 on first use, which is said). Finished work is reused: a second identical ``compare`` or
 ``leakage`` only reads its records back, and says so.
 
-Exit codes: 0 ok, 2 bad input (unknown model or profile, input too small, no data, a run folder
-holding another experiment).
+Exit codes: the table ``allnet_lib.cli.EXIT_CODES`` (0 ok; 1 bad input found: no usable image
+in the data; 2 usage error: unknown model or profile, input too small, no data, a run folder
+holding another experiment). Every image is opened before training: unreadable files are listed
+(path, reason) and left out, never found at load time.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import uuid
 from pathlib import Path
 
 from allnet_lib import paths
-from allnet_lib.cli import UserError
+from allnet_lib.cli import BadData, UserError
 
 SPLIT_METHODS = ("subject", "image", "fold")
 DEFAULT_SEEDS = {"image": 120, "subject": 0, "fold": 0}  # 120: the report's seed for its split
@@ -128,13 +130,14 @@ def _table(folder: Path):
     """The labelled images of ``folder``; a clear error when there are none."""
     from allnet_lib.reader import index_dataset
 
-    index = index_dataset(folder, progress=False)
+    from allnet_lib.cli.data import report_problems
+
+    index = index_dataset(folder, verify=True, progress=False)  # unreadable images: found now
+    report_problems(index, folder)
     if len(index.table) == 0:
-        raise UserError(f"no labelled cell images found in {folder} (expected C-NMC folders "
-                        f"C-NMC_training_data/fold_N/{{all,hem}}); {FETCH_HINT}")
-    if len(index.problems):
-        print(f"note: {len(index.problems)} file(s) in {folder} were not used; see "
-              f"`allnet index {folder}`", file=sys.stderr)
+        kind = BadData if len(index.problems) else UserError
+        raise kind(f"no usable labelled cell images in {folder} (expected C-NMC folders "
+                   f"C-NMC_training_data/fold_N/{{all,hem}}); {FETCH_HINT}")
     return index.table
 
 
@@ -200,7 +203,11 @@ def _register_train(subparsers) -> None:
     _add_common(parser)
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="run folder (default: $ALLNET_RUNS/<profile>/<split>/<model>)")
-    parser.set_defaults(func=run_train)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete the run folder's earlier run (finished, interrupted or of "
+                             "another configuration) and train from scratch; a folder that is "
+                             "not a run folder is never deleted")
+    parser.set_defaults(func=run_train, spelling={"overwrite": "--overwrite", "run_dir": "--out DIR"})
 
 
 @user_errors
@@ -214,7 +221,8 @@ def run_train(args) -> int:
     split = _split(args, _table(folder))
     run_dir = Path(args.out) if args.out else default_run_dir(model, split, profile)
     print(f"training {model} · profile {profile.name} · split {split.name} · data {folder}")
-    result = train_model(model, split, profile, run_dir=run_dir, progress=not args.no_progress)
+    result = train_model(model, split, profile, run_dir=run_dir, progress=not args.no_progress,
+                         overwrite=args.overwrite)
     best = f", best epoch {result.best_epoch}" if result.best_epoch else ""
     print(f"{'reused' if result.reused else 'trained'} {model}: {len(result.history)} epoch(s){best}, "
           f"{result.seconds:.1f} s, {result.images_per_second:.1f} images/s")
@@ -355,7 +363,7 @@ def _register_compare(subparsers) -> None:
     parser.add_argument("--no-reuse", action="store_true",
                         help="retrain every model even when a finished record of the same "
                              "configuration exists (replaces it)")
-    parser.set_defaults(func=run_compare)
+    parser.set_defaults(func=run_compare, spelling={"overwrite": "--no-reuse", "run_dir": "--out DIR"})
 
 
 def _model_list(text: str, profile) -> list[str]:
@@ -452,7 +460,7 @@ def _register_leakage(subparsers) -> None:
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="results folder (default: $ALLNET_RUNS/<profile>/leakage/<model>-s<seed>)")
     parser.add_argument("--no-reuse", action="store_true", help="retrain both models")
-    parser.set_defaults(func=run_leakage)
+    parser.set_defaults(func=run_leakage, spelling={"overwrite": "--no-reuse", "run_dir": "--out DIR"})
 
 
 @user_errors
