@@ -113,3 +113,19 @@ def test_small_model_experiment_runs_and_measures_in_inference_mode():
         R.build_small_model((16, 16, 3), "weight decay")
     model = R.build_small_model((16, 16, 3), "L2")
     assert any(layer.kernel_regularizer is not None for layer in model.layers if hasattr(layer, "kernel_regularizer"))
+
+
+def test_small_model_augments_with_the_reports_flips_and_batch_norm_fits_the_run():
+    from allnet_lib.augment import FlipRotate
+
+    model = R.build_small_model((16, 16, 3), "augmentation")
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert isinstance(model.layers[0], FlipRotate) and "RandomRotation" not in kinds
+    x = np.random.default_rng(0).random((8, 16, 16, 3)).astype("float32")
+    out = np.asarray(model.layers[0](x, training=True))
+    for a, b in zip(x, out):  # each output is one of the 8 flips/rotations of its input
+        assert any(np.array_equal(b, v) for v in
+                   [np.rot90(m, k) for m in (a, a[:, ::-1]) for k in range(4)])
+    bn = [layer for layer in R.build_small_model((16, 16, 3), "batch norm").layers
+          if type(layer).__name__ == "BatchNormalization"]
+    assert len(bn) == 1 and bn[0].momentum == R.SmallNetConfig().bn_momentum == 0.9

@@ -85,3 +85,33 @@ def test_polynomials_overfit_and_penalties_tame_them():
     exact = np.linalg.lstsq(np.c_[X5, np.ones(len(x))], y, rcond=None)[0]
     np.testing.assert_allclose(np.append(w_free, b_free), exact, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(R.soft_threshold(np.array([-2.0, 0.5, 3.0]), 1.0), [-1.0, 0.0, 2.0])
+
+
+def test_l1_gives_exact_zeros_only_with_the_soft_threshold_step():
+    """Plain (sub)gradient steps with the L1 pull leave no weight at exactly 0; ISTA does."""
+    x, t = R.make_curve(15, seed=0)
+    X = R.polynomial_features(x, 12)
+    w_prox, _ = R.lasso_fit(X, t, 1e-2)
+    w_grad, _ = R.l1_gradient_fit(X, t, 1e-2)
+    assert (w_prox == 0).sum() >= 3
+    assert (w_grad == 0).sum() == 0
+    # ... but the weights ISTA zeroes are small under plain steps too
+    assert np.abs(w_grad[w_prox == 0]).max() < 0.1 * np.abs(w_grad).max()
+
+
+def test_summaries_rank_by_best_validation_loss_not_by_gap():
+    import pandas as pd
+
+    idx = pd.RangeIndex(1, 4, name="epoch")
+    learns = pd.DataFrame({"loss": [0.5, 0.2, 0.05], "accuracy": [0.7, 0.9, 1.0],
+                           "val_loss": [0.5, 0.3, 0.4], "val_accuracy": [0.7, 0.85, 0.8]}, index=idx)
+    flat = pd.DataFrame({"loss": [0.69] * 3, "accuracy": [0.5] * 3,
+                         "val_loss": [0.69] * 3, "val_accuracy": [0.5] * 3}, index=idx)
+    summary = R.summarise_curves({"no learning": flat, "learns": learns})
+    assert list(summary.index) == ["learns", "no learning"]  # although its gap is far larger
+    assert summary.loc["learns", "gap"] > summary.loc["no learning", "gap"]
+    assert summary.loc["learns", "val accuracy at best"] == 0.85
+    seeds = R.summarise_seeds({0: {"no learning": flat, "learns": learns},
+                               1: {"no learning": flat, "learns": learns * 1.1}})
+    assert list(seeds.index) == ["learns", "no learning"] and (seeds["seeds"] == 2).all()
+    assert seeds.loc["learns", "best val loss (mean)"] == pytest.approx((0.3 + 0.33) / 2)

@@ -8,7 +8,8 @@ NumPy definitions (checked against Keras in the chapter and the tests):
   training, so nothing changes at inference);
 - ``batch_norm_train`` / ``batch_norm_inference`` and the moving averages that connect them;
 - ``early_stopping``: the exact stopping rule of ``keras.callbacks.EarlyStopping``;
-- ``flip_rotate``: the 8 flips and right-angle rotations, the augmentation a round cell allows.
+- ``flip_rotate``: the 8 flips and right-angle rotations, the augmentation a round cell allows
+  (the experiment uses the report's own operations, ``allnet_lib.augment.FlipRotate``).
 
 The experiment (``regularisation_experiment``) trains the same small Keras model with each of
 these switched on, one at a time, and records train and validation curves per epoch.
@@ -102,6 +103,25 @@ def lasso_fit(X, y, l1: float, *, steps: int = 5000):
     for _ in range(steps):
         grad = 2 * Xc.T @ (Xc @ w - yc) / n
         w = soft_threshold(w - lr * grad, lr * l1)
+    return w, float(ym - xm @ w)
+
+
+def l1_gradient_fit(X, y, l1: float, *, steps: int = 5000):
+    """The same L1 problem as ``lasso_fit``, by plain (sub)gradient steps: ``grad + l1 * sign(w)``.
+
+    This is what an optimiser does with ``keras.regularizers.L1``. The constant pull brings
+    unneeded weights *near* zero, but a step of fixed length overshoots it, so they end up
+    jittering around 0 (within about ``lr * l1``), not at exactly 0: exact zeros need the
+    soft-threshold step of ``lasso_fit``.
+    """
+    X, y = np.asarray(X, float), np.asarray(y, float)
+    xm, ym = X.mean(axis=0), y.mean()
+    Xc, yc = X - xm, y - ym
+    n = len(y)
+    lr = 1.0 / (2 * np.linalg.eigvalsh(Xc.T @ Xc / n).max())
+    w = np.zeros(X.shape[1])
+    for _ in range(steps):
+        w = w - lr * (2 * Xc.T @ (Xc @ w - yc) / n + l1_grad(w, l1))
     return w, float(ym - xm @ w)
 
 
@@ -224,6 +244,10 @@ class SmallNetConfig:
     l1: float = 1e-3
     dropout: float = 0.5
     learning_rate: float = 3e-3
+    #: Batch norm's moving averages: m <- momentum * m + (1 - momentum) * batch value. Keras's
+    #: default 0.99 needs hundreds of steps to forget its start (mean 0, variance 1); this
+    #: experiment makes 4 steps per epoch, so 0.9 (a start weight of 0.9^4 = 0.66 per epoch).
+    bn_momentum: float = 0.9
 
 
 def build_small_model(input_shape, variant: str = "baseline", config: SmallNetConfig = SmallNetConfig(),
@@ -242,10 +266,12 @@ def build_small_model(input_shape, variant: str = "baseline", config: SmallNetCo
     reg = {"L2": keras.regularizers.L2(config.l2), "L1": keras.regularizers.L1(config.l1)}.get(variant)
     stack = [keras.Input(tuple(input_shape))]
     if variant == "augmentation":
-        stack += [kl.RandomFlip("horizontal_and_vertical", seed=seed), kl.RandomRotation(0.5, seed=seed)]
+        from allnet_lib.augment import FlipRotate
+
+        stack += [FlipRotate(seed=seed)]  # the report's flips and right-angle rotations, training only
     stack += [kl.Conv2D(config.filters, 3, activation="relu", kernel_regularizer=reg), kl.MaxPooling2D(2)]
     if variant == "batch norm":
-        stack += [kl.BatchNormalization()]
+        stack += [kl.BatchNormalization(momentum=config.bn_momentum)]
     stack += [kl.Flatten(), kl.Dense(config.hidden, activation="relu", kernel_regularizer=reg)]
     if variant == "dropout":
         stack += [kl.Dropout(config.dropout, seed=seed)]
@@ -307,7 +333,10 @@ def regularisation_experiment(x, y, x_val, y_val, *, variants=VARIANTS, epochs: 
 
 def summarise_curves(curves, patience: int = 10):
     """One row per variant: final train/val loss and accuracy, best val loss and its epoch,
-    the train-val loss gap at the end, and where early stopping would have stopped."""
+    the validation accuracy at that epoch, the train-val loss gap at the end, and where early
+    stopping would have stopped. Rows are ranked by the best validation loss (the model early
+    stopping would keep), best first: a small gap alone can also mean a model that learned
+    nothing."""
     import pandas as pd
 
     rows = []
@@ -320,9 +349,30 @@ def summarise_curves(curves, patience: int = 10):
             "gap": c["val_loss"].iloc[-1] - c["loss"].iloc[-1],
             "best val loss": c["val_loss"].min(),
             "best epoch": int(c["val_loss"].to_numpy().argmin()) + 1,
+            "val accuracy at best": c["val_accuracy"].iloc[int(c["val_loss"].to_numpy().argmin())],
             "val accuracy": c["val_accuracy"].iloc[-1],
             "early stop at": None if stop.stopped_epoch is None else stop.stopped_epoch + 1,
         })
     out = pd.DataFrame(rows).set_index("variant")
     out["early stop at"] = out["early stop at"].astype("Int64")  # None -> <NA>, not a float NaN
-    return out
+    return out.sort_values("best val loss", kind="stable")
+
+
+def summarise_seeds(curves_by_seed: dict, patience: int = 10):
+    """Best-epoch metrics over several seeds: ``{seed: {variant: curves}}`` -> one row per variant
+    with the mean and standard deviation (over seeds) of the best validation loss and of the
+    validation accuracy at that epoch, ranked by the mean best validation loss."""
+    import pandas as pd
+
+    per_seed = pd.concat({seed: summarise_curves(c, patience) for seed, c in curves_by_seed.items()},
+                         names=["seed"])
+    grouped = per_seed.groupby(level="variant", sort=False)
+    out = pd.DataFrame({
+        "best val loss (mean)": grouped["best val loss"].mean(),
+        "best val loss (std)": grouped["best val loss"].std(ddof=0),
+        "val accuracy at best (mean)": grouped["val accuracy at best"].mean(),
+        "val accuracy at best (std)": grouped["val accuracy at best"].std(ddof=0),
+        "best epoch (mean)": grouped["best epoch"].mean(),
+        "seeds": grouped.size(),
+    })
+    return out.sort_values("best val loss (mean)", kind="stable")
