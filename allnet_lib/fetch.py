@@ -56,6 +56,12 @@ PRELIM_DIR = "C-NMC_test_prelim_phase_data"
 PRELIM_LABELS = "C-NMC_test_prelim_phase_data_labels.csv"
 FINAL_DIR = "C-NMC_test_final_phase_data"
 CHUNK = 1 << 20
+#: safe_extract refuses an archive that would unpack to more than this (C-NMC is about 10 GB)
+MAX_EXTRACT_BYTES = 64 << 30
+#: ... or that unpacks to more than this many times its own size once it is past
+#: RATIO_FLOOR_BYTES (zip bombs reach 1000x; C-NMC's BMPs of cells on black compress ~5-20x)
+MAX_EXTRACT_RATIO = 100
+RATIO_FLOOR_BYTES = 16 << 20
 
 ALTERNATIVES = {
     "tcia": (
@@ -117,8 +123,40 @@ def _unreachable(url: str, error: Exception, hint: str) -> str:
     ).strip()
 
 
-def _check_existing(dest: Path, sha256: str | None, size: int | None) -> Path:
-    """An already complete download is reused only if it matches what is known about it."""
+def _server_size(url: str, timeout: float, headers: dict) -> int | None:
+    """The size of ``url`` as its server gives it (a one-byte Range request, so nothing big is
+    transferred); None when the server cannot be asked or does not say."""
+    import requests
+
+    try:
+        with requests.get(url, headers=dict(headers, Range="bytes=0-0"), stream=True,
+                          timeout=timeout) as response:
+            if response.status_code == 206:
+                return _content_range_total(response.headers.get("Content-Range"))
+            length = response.headers.get("Content-Length")
+            if response.status_code == 200 and length and length.isdigit():
+                return int(length)
+    except requests.RequestException:
+        return None
+    return None
+
+
+def _check_existing(dest: Path, sha256: str | None, size: int | None, *, url: str | None = None,
+                    timeout: float = 60, headers: dict | None = None) -> Path:
+    """An already complete download is reused only if it matches what is known about it. With
+    neither ``size`` nor ``sha256`` the server is asked for the size: a file of another size (a
+    copy cut short, a browser download of an error page) is refused, not taken as complete."""
+    if size is None and not sha256:
+        if url is None:
+            raise FetchError(f"{dest} already exists and nothing is known to check it against; "
+                             "give its sha256 or size, or delete it to download it again.")
+        size = _server_size(url, timeout, headers or {})
+        if size is None:
+            raise FetchError(
+                f"{dest} already exists, but it cannot be checked: no sha256 or size was given and "
+                f"{urlparse(url).netloc or url} did not tell the file's size. Pass the expected "
+                "sha256 (--sha256), or delete the file to download it again."
+            )
     if size is not None and dest.stat().st_size != size:
         raise FetchError(
             f"{dest} already exists but has {dest.stat().st_size} bytes, expected {size}. "
@@ -206,14 +244,15 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, si
     Bytes go to ``<dest>.part``; an interrupted run (or a dropped connection, retried up to
     ``retries`` times) continues from there with an HTTP Range request. Only a complete file
     whose size and sha256 match (when known) is renamed to ``dest``. An existing ``dest`` is
-    reused if it matches, never overwritten. Failures raise :class:`FetchError`; ``hint`` is
+    reused if it matches (without ``size`` or ``sha256``: if its size is the server's), never
+    overwritten. Failures raise :class:`FetchError`; ``hint`` is
     appended to network errors (where else to get the data).
     """
     import requests
 
     dest = Path(dest)
     if dest.exists():
-        return _check_existing(dest, sha256, size)
+        return _check_existing(dest, sha256, size, url=url, timeout=timeout, headers=headers)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     total = None
@@ -342,11 +381,41 @@ def _require_free(dest: Path) -> None:
                          "(or delete it), or choose another destination (--dest or ALLNET_DATA).")
 
 
-def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, *, progress: bool = True) -> Path:
+def _plan_bytes(plan) -> int:
+    """Bytes the planned members unpack to (sizes from the archive's own index; zipfile and
+    tarfile never write more than a member declares)."""
+    return sum(m.file_size if isinstance(m, zipfile.ZipInfo) else m.size
+               for m in (p[0] if isinstance(p, tuple) else p for p in plan))
+
+
+def _check_sizes(archive: Path, dest: Path, plan, max_bytes: int | None, max_ratio: float | None) -> None:
+    """Refuse an archive bomb before writing anything: too many bytes in all, far more than the
+    archive's own size, or more than the free space where it would go."""
+    total = _plan_bytes(plan)
+    packed = max(archive.stat().st_size, 1)
+    gib = 1 << 30
+    if max_bytes is not None and total > max_bytes:
+        raise FetchError(f"{archive}: refusing to extract {total / gib:.1f} GiB (the limit is "
+                         f"{max_bytes / gib:.1f} GiB; C-NMC is about 10 GB). Nothing was extracted; if "
+                         "the archive is genuine, pass a larger max_bytes.")
+    if max_ratio is not None and total > RATIO_FLOOR_BYTES and total > max_ratio * packed:
+        raise FetchError(f"{archive}: refusing to extract: {packed} bytes would unpack to {total} "
+                         f"({total / packed:.0f} times larger; the limit is {max_ratio:g}x), the mark of an "
+                         "archive bomb. Nothing was extracted; get the archive again from its source.")
+    free = shutil.disk_usage(dest.parent).free
+    if total > free:
+        raise FetchError(f"{archive}: needs {total / gib:.1f} GiB but only {free / gib:.1f} GiB are free "
+                         f"in {dest.parent}. Nothing was extracted; free some space or choose another --dest.")
+
+
+def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, *, progress: bool = True,
+                 max_bytes: int | None = MAX_EXTRACT_BYTES, max_ratio: float | None = MAX_EXTRACT_RATIO) -> Path:
     """Extract a zip or tar (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz) archive into ``dest``.
 
     Every member is checked before anything is written: absolute paths, ``..`` escapes, links
-    pointing outside, paths through links and device files make the whole archive refused.
+    pointing outside, paths through links and device files make the whole archive refused, and so
+    does an archive bomb: more than ``max_bytes`` in all, more than ``max_ratio`` times the
+    archive's size (past 16 MiB), or more than the free disk space.
     Files go to a hidden temporary sibling that is renamed to ``dest`` when complete; ``dest``
     must not exist yet (or be empty).
     """
@@ -364,6 +433,7 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, *, progres
                          "or login page saved by the download: open it in a text editor to see.")
     with opener(archive) as handle:
         plan = planner(archive, handle)
+        _check_sizes(archive, dest, plan, max_bytes, max_ratio)
         temp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.extracting-", dir=dest.parent))
         try:
             extractor(handle, plan, temp, progress)

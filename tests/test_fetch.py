@@ -504,3 +504,38 @@ def test_main_reports_the_result_or_the_error(server, tmp_path, data_root, capsy
     assert f"C-NMC index of {dest}" in out and "fold_2" in out
     assert fetch.main(["tcia", "--dest", str(tmp_path / "other"), "--no-progress"]) == 1
     assert "fetch_cnmc.py tcia: error: TCIA needs the package address" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 15: an existing file is checked, an archive bomb is refused
+
+
+def test_an_existing_file_without_size_or_hash_is_checked_against_the_server(server, tmp_path):
+    server.files["/pkg.zip"] = DATA
+    url = f"{server.url}/pkg.zip"
+    cut = tmp_path / "cut.zip"
+    cut.write_bytes(DATA[:1000])  # e.g. a browser download that stopped
+    with pytest.raises(FetchError, match=r"already exists but has 1000 bytes, expected 307200"):
+        download(url, cut, progress=False)
+    assert cut.read_bytes() == DATA[:1000]  # never overwritten
+    whole = tmp_path / "whole.zip"
+    whole.write_bytes(DATA)
+    assert download(url, whole, progress=False) == whole
+    assert all(r == "bytes=0-0" for _, r in server.log)  # only asked for the size
+    unreachable = f"http://127.0.0.1:{_closed_port()}/pkg.zip"
+    with pytest.raises(FetchError, match="cannot be checked"):
+        download(unreachable, whole, progress=False, timeout=2)
+
+
+def test_an_archive_bomb_is_refused_before_anything_is_written(tmp_path):
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("C-NMC_training_data/fold_0/all/big.bmp", b"\0" * (32 << 20))
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(FetchError, match=r"times larger; the limit is 100x"):
+        safe_extract(bomb, tmp_path / "out", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.zip"]
+    small = _zip(tmp_path / "small.zip", {"a/b.txt": b"x" * 5000})
+    with pytest.raises(FetchError, match=r"refusing to extract 0.0 GiB \(the limit is"):
+        safe_extract(small, tmp_path / "out", progress=False, max_bytes=1000)
+    assert safe_extract(small, tmp_path / "out", progress=False) == tmp_path / "out"
