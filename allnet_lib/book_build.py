@@ -33,6 +33,7 @@ import contextlib
 import csv
 import fnmatch
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -182,6 +183,137 @@ def strip_tf_noise_file(path: Path) -> int:
         nbformat.write(nb, tmp)
         tmp.replace(path)
     return removed
+
+
+#: Cells that are plumbing, not the lesson: on rendered pages they are removed (Jupyter Book's
+#: ``remove-cell`` tag, added to the staged copies only; the notebooks keep them, and Colab,
+#: Jupyter and the downloaded .ipynb show them): the install cell, the ``parameters`` cell and
+#: papermill's ``injected-parameters`` cell.
+REMOVE_TAG = "remove-cell"
+PLUMBING_TAGS = ("parameters", "injected-parameters")
+#: Output types whose text may show a path of the machine that built the book.
+PATH_MIME_TYPES = ("text/plain", "text/html", "text/markdown", "text/latex")
+
+
+def is_install_cell(cell) -> bool:
+    """The chapter's install cell: ``try: import allnet_lib / except ImportError: %pip install ...``."""
+    return cell.get("cell_type") == "code" and "%pip install" in cell.get("source", "") \
+        and "import allnet_lib" in cell.get("source", "")
+
+
+def hide_plumbing(nb) -> int:
+    """Tag the install, parameters and injected-parameters cells ``remove-cell`` (in place), so
+    Jupyter Book leaves them off the page; returns how many cells were newly tagged."""
+    tagged = 0
+    for cell in nb.cells:
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        plumbing = is_install_cell(cell) or any(t in tags for t in PLUMBING_TAGS)
+        if plumbing and REMOVE_TAG not in tags:
+            tags.append(REMOVE_TAG)
+            tagged += 1
+        if not tags:
+            del cell["metadata"]["tags"]
+    return tagged
+
+
+def path_replacements(env: dict[str, str]) -> list[tuple[str, str]]:
+    """``(absolute prefix, what readers see instead)`` for the build's folders, most specific
+    first: ``$ALLNET_RUNS``, ``$ALLNET_DATA`` (the variables a reader sets to put them elsewhere)
+    and the clone itself (paths inside it become relative to the repository)."""
+    pairs = [(env.get(paths.RUNS_ENV), f"${paths.RUNS_ENV}"), (env.get(paths.DATA_ENV), f"${paths.DATA_ENV}"),
+             (str(REPO_ROOT), ".")]
+    out = []
+    for prefix, shown in pairs:
+        if prefix:
+            out.append((str(Path(prefix).absolute()).rstrip("/"), shown))
+    return sorted(out, key=lambda pair: -len(pair[0]))
+
+
+def relative_paths(nb, replacements: list[tuple[str, str]]) -> int:
+    """Replace the build machine's folders in a notebook's outputs (printed text, tables) by
+    :func:`path_replacements`' names, in place; returns how many outputs changed. Code and
+    markdown are never touched."""
+    if not replacements:
+        return 0
+
+    def fix(text):
+        joined = "".join(text) if isinstance(text, list) else text
+        fixed = joined
+        for prefix, shown in replacements:
+            fixed = fixed.replace(prefix + "/", shown + "/").replace(prefix, shown)
+        return fixed, fixed != joined
+
+    changed = 0
+    for cell in nb.cells:
+        for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            hit = False
+            if "text" in output:
+                output["text"], hit = fix(output["text"])
+            for mime in PATH_MIME_TYPES:
+                if mime in output.get("data", {}):
+                    output["data"][mime], this = fix(output["data"][mime])
+                    hit = hit or this
+            if output.get("traceback"):
+                fixed = [fix(line) for line in output["traceback"]]
+                output["traceback"] = [line for line, _ in fixed]
+                hit = hit or any(h for _, h in fixed)
+            changed += hit
+    return changed
+
+
+def _plain(markdown: str) -> str:
+    """Markdown reduced to plain text for an image's alt text."""
+    text = re.sub(r"```.*?```", " ", markdown, flags=re.S)
+    text = re.sub(r"\{[a-z:]+\}`([^`<]*)(?:<[^>]*>)?`", r"\1", text)  # {cite:p}`key`, {doc}`x <y>`
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)  # [text](link)
+    text = re.sub(r"^:::.*$|^:class:.*$|^\s*(?:#+|>)\s*", "", text, flags=re.M)
+    text = re.sub(r"[*`$]", "", text)
+    return " ".join(text.split())
+
+
+def describe_figures(nb, limit: int = 300) -> int:
+    """Give every figure output an alt text (``mystnb.image.alt`` in the cell's metadata, which
+    Jupyter Book puts in the image's ``alt``; it was the image's file name before): the last
+    paragraph of the markdown before the figure, which introduces it in this book's chapters,
+    else the first line of the code. A cell that sets its own alt text keeps it. Returns how many
+    cells got one."""
+    described, last_markdown = 0, ""
+    for cell in nb.cells:
+        if cell.get("cell_type") == "markdown":
+            paragraphs = [p for p in re.split(r"\n\s*\n", cell.get("source", "")) if p.strip()]
+            last_markdown = _plain(paragraphs[-1]) if paragraphs else ""
+            continue
+        if cell.get("cell_type") != "code":
+            continue
+        images = any(k.startswith("image/") for o in cell.get("outputs", []) for k in o.get("data", {}))
+        options = cell.setdefault("metadata", {}).setdefault("mystnb", {}).setdefault("image", {})
+        if images and "alt" not in options:
+            code = [line for line in cell.get("source", "").splitlines() if line.strip() and not line.startswith("#")]
+            alt = last_markdown or (f"Figure drawn by: {code[0].strip()}" if code else "Figure")
+            options["alt"] = alt if len(alt) <= limit else alt[: limit - 3].rstrip() + "..."
+            described += 1
+        if not options:
+            del cell["metadata"]["mystnb"]["image"]
+            if not cell["metadata"]["mystnb"]:
+                del cell["metadata"]["mystnb"]
+    return described
+
+
+def prepare_page(path: Path, replacements: list[tuple[str, str]]) -> None:
+    """Make a staged chapter ready for rendering: plumbing cells hidden (:func:`hide_plumbing`),
+    the build's paths replaced (:func:`relative_paths`), figures described
+    (:func:`describe_figures`). Rewritten (atomically) only if something changed."""
+    import nbformat
+
+    path = Path(path)
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except (OSError, ValueError):
+        return
+    if hide_plumbing(nb) + relative_paths(nb, replacements) + describe_figures(nb):
+        tmp = path.with_name(f".{path.name}.tmp")
+        nbformat.write(nb, tmp)
+        tmp.replace(path)
 
 
 def store_checked_outputs(executed: Path, source: Path) -> int:
@@ -347,6 +479,8 @@ def build(profile: str = "demo", *, only: str | None = None, out: Path = DEFAULT
                     n = store_checked_outputs(staging / f"{entry}.ipynb", book_dir / f"{entry}.ipynb")
                     if n:
                         print(f"        stored the output of {n} checked cell(s) in {book_dir / entry}.ipynb")
+            for entry in chapters(staging):  # executed or not (--only): the page must not show plumbing
+                prepare_page(staging / f"{entry}.ipynb", path_replacements(env))
             print(claims.report(runs))  # which of the book's directional claims this run supports
             (out / "claims.txt").write_text(claims.report(runs) + "\n")
             if only:

@@ -268,10 +268,16 @@ def compare_models(model_names: Iterable[str], split, profile, *, out_dir=None, 
     if not names:
         raise ValueError("compare_models: no model names given")
     _check_model_names(names)
+    run_dirs = {n: Path(out_dir) / n if out_dir is not None else default_run_dir(n, split, profile) for n in names}
+    missing = [n for n in names if not (run_dirs[n] / RECORD_NAME).is_file()]
+    if missing and reuse:
+        from allnet_lib.notebook import training_notice  # say what will be trained, and how long, first
+
+        log(training_notice(missing, names, profile, run_dirs[missing[0]].parent))
     records, reused, where = [], [], []
     for i, name in enumerate(names, 1):
         log(f"[{i}/{len(names)}] {name}")
-        run_dir = Path(out_dir) / name if out_dir is not None else default_run_dir(name, split, profile)
+        run_dir = run_dirs[name]
         recs, was_reused = run_model(name, split, profile, run_dir, reuse=reuse, progress=progress, log=log)
         records.append(recs["test"])
         reused.append(was_reused)

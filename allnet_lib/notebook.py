@@ -260,6 +260,49 @@ def setup(profile: str | Profile | None = None, *, seed: int = 0, verbose: bool 
     return ctx
 
 
+def display_path(path) -> str:
+    """A folder as a reader should see it in a chapter's output: under ``$ALLNET_DATA`` /
+    ``$ALLNET_RUNS`` (when set) as ``$ALLNET_DATA/...``, under the home folder as ``~/...``,
+    else as it is. Keeps the build machine's (or a Colab runtime's) absolute paths off the pages."""
+    path = Path(path).absolute()
+    for variable in (paths.RUNS_ENV, paths.DATA_ENV):
+        root = os.environ.get(variable)
+        if root:
+            with contextlib.suppress(ValueError):
+                rel = path.relative_to(Path(root).absolute())
+                return f"${variable}" + ("" if str(rel) == "." else f"/{rel.as_posix()}")
+    with contextlib.suppress(ValueError, RuntimeError):
+        rel = path.relative_to(Path.home())
+        return "~" + ("" if str(rel) == "." else f"/{rel.as_posix()}")
+    return str(path)
+
+
+#: How long training all five models of chapter 5 takes, per profile: (minutes, how to say it).
+#: Measured by the book build on a 2-core CPU (November 2026; build/*/timings.csv, benchmarks/).
+TRAINING_TIME = {
+    "smoke": (1.0, "under a minute on a CPU"),
+    "demo": (19.0, "about 19 minutes on a 2-core CPU (VGG16 alone about 7), a few minutes on a GPU"),
+    "seed": (None, "many hours on a CPU (the report's recipe, at full size): use a GPU"),
+}
+
+
+def training_notice(missing, model_names, profile, runs_dir) -> str:
+    """What a chapter says before it trains models it expected to find (chapter 5's runs): which,
+    where it looked, and about how long it will take; printed by ``compare.compare_models``
+    before anything is trained, so that nothing long happens silently (chapters 6-9 opened
+    alone on a fresh runtime retrain what chapter 5 would have left)."""
+    missing, names = list(missing), list(model_names)
+    name = getattr(profile, "name", str(profile))
+    minutes, said = TRAINING_TIME.get(name, (None, "depends on the profile and the machine"))
+    if minutes is not None and len(missing) < len(names):
+        share = minutes * len(missing) / max(len(names), 1)
+        said = f"about {max(share, 0.5):.0f} minute(s) for these {len(missing)} (all five: {said})"
+    return (f"Not trained yet in {display_path(runs_dir)}: {', '.join(missing)} "
+            f"({len(missing)} of {len(names)}). Training them now under profile {name}: {said}.\n"
+            "(Chapter 5 trains and saves these models; run after it, in the same runtime or with the "
+            f"same ${paths.RUNS_ENV}, a chapter reuses them instead.)")
+
+
 def environment_summary(ctx: Context) -> str:
     """Where and how a chapter runs, in two lines short enough for the book's code column."""
     import keras
@@ -272,5 +315,5 @@ def environment_summary(ctx: Context) -> str:
     return (
         f"allnet {__version__} · Python {platform.python_version()} · Keras {keras.__version__} "
         f"({backend} {backend_version}) · {device_name(backend)}{place}\n"
-        f"profile {ctx.profile.name} · data {ctx.data_dir} ({data})"
+        f"profile {ctx.profile.name} · data {display_path(ctx.data_dir)} ({data})"
     )
