@@ -19,6 +19,9 @@ another config         ValueError naming the differences (use another ``run_dir`
 =====================  =================  ==============================================
 
 ``overwrite=True`` deletes the old run and trains from scratch, whatever it held.
+A run killed mid-save can leave a temporary file (``.<name>.<hex>.tmp*``); the next run removes it
+and says so. Resuming is said even with ``progress=False`` and recorded in config.json
+(``resumed_after_epochs``), so a resumed run can always be told from an uninterrupted one.
 
 Validation always uses ``split.val``; when a split has none, a subject-level validation part is
 carved out of the training part (and said so). The test part is never looked at during

@@ -33,8 +33,9 @@ EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM (128 + SIGINT, the shell's conventio
 #: The one table of exit codes: ``allnet --help`` prints it, README.md copies it (tested).
 EXIT_CODES = (
     (EXIT_OK, "success"),
-    (EXIT_PROBLEMS, "bad input found: the data has problems (index --strict, index finding no "
-                    "usable image, crop cutting into cells or meeting unreadable files)"),
+    (EXIT_PROBLEMS, "bad input found: the data has problems (index --strict; no usable image "
+                    "in the data; crop cutting into cells or meeting unreadable files); they "
+                    "are listed with path and reason"),
     (EXIT_USAGE, "usage error: a bad option or value, a missing data folder, an output that "
                  "already exists"),
     (EXIT_INTERNAL, "internal error: a crash (a bug, please report it); the traceback is saved "

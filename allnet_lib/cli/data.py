@@ -267,6 +267,9 @@ def run_index(args) -> int:
             print(f"... and {len(problems) - _SHOWN_PROBLEMS} more (see --problems-csv)")
     else:
         print("\nno problems found")
+    if not args.verify:
+        print("(images were not opened: --verify also finds unreadable images, odd sizes, copies "
+              "and images converted when read)")
     if len(index.conversions):
         print(f"\n{index.conversions['path'].nunique()} image(s) converted when read (usable; "
               "re-export them as 8-bit RGB to see the same pixels everywhere):")
