@@ -100,3 +100,12 @@ def test_finite_differences_need_float64():
     assert e64[1e-5] < 1e-7 < e64[1e-2]  # truncation error at large eps
     assert e64[1e-9] > e64[1e-5]  # rounding error at tiny eps
     assert e32.min() > 1e-6  # float32 never reaches the 1e-6 bar
+
+
+def test_backward_pass_costs_about_twice_the_forward_pass():
+    from allnet_lib.theory.mlp import matmul_costs
+
+    forward, backward = matmul_costs((2, 16, 2), n=10)
+    assert (forward, backward) == (10 * (32 + 32), 10 * (32 + 32 + 32))  # ratio 1.5
+    f, b = matmul_costs((784,) + (512,) * 8 + (10,), n=1)
+    assert 1.8 < b / f < 2.0

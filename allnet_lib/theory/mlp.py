@@ -160,3 +160,18 @@ def dead_unit_fraction(activations, tol: float = 0.0) -> float:
     """
     a = np.asarray(activations)
     return float((a <= tol).all(axis=0).mean())
+
+
+def matmul_costs(sizes, n: int = 1) -> tuple[int, int]:
+    """Multiply-adds of the matrix products in one forward and one backward pass of a dense net.
+
+    Forward: one product per layer, ``A @ W`` (n * n_in * n_out). Backward: per layer, the
+    weights' gradient ``A.T @ delta`` (the same size) and, for every layer but the first, the
+    gradient passed down, ``delta @ W.T`` (the same size again). So the backward pass costs
+    about twice the forward pass, a little less because the input needs no gradient.
+    (Element-wise work, activations and biases, is of lower order and not counted.)
+    """
+    shapes = list(zip(sizes[:-1], sizes[1:]))
+    forward = sum(n * a * b for a, b in shapes)
+    backward = forward + sum(n * a * b for a, b in shapes[1:])
+    return forward, backward
