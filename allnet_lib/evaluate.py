@@ -28,6 +28,7 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from allnet_lib.labels import CLASSES
+from allnet_lib.messages import option
 
 SCHEMA_ID = "allnet.evaluation/1"
 CI_LEVEL = 0.95
@@ -663,7 +664,7 @@ def save_record(record: dict, path, *, overwrite: bool = False) -> Path:
         if same:
             return path
         raise FileExistsError(
-            f"{path} already holds a different result record; pass overwrite=True (CLI: --overwrite) "
+            f"{path} already holds a different result record; pass {option('overwrite')} "
             "to replace it, or write to another path"
         )
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -248,7 +248,7 @@ def _register_evaluate(subparsers) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="evaluate again and replace an existing record.json")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.set_defaults(func=run_evaluate)
+    parser.set_defaults(func=run_evaluate, spelling={"overwrite": "--overwrite"})
 
 
 def _finished_run(run_dir: Path) -> dict:
