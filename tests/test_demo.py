@@ -237,6 +237,7 @@ def test_a_killed_demo_data_leaves_no_workers_behind(tmp_path, signal_name):
     assert _processes_mentioning(str(out)) == []
     if signal_name == "SIGTERM":  # caught: the run cleans up after itself
         assert not list(tmp_path.glob(f".{out.name}.tmp-*"))
+        assert child.returncode == 130  # "interrupted" in the exit-code table
 
 
 @pytest.mark.parametrize("damage", ["empty", "truncated"])

@@ -210,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"allnet {args.command}: error: {error}", file=sys.stderr)
         return error.exit_code
+    except SystemExit as stop:  # a library's own SIGTERM handler (demo-data's) ends the same way
+        if stop.code != 128 + signal.SIGTERM:
+            raise
+        print(f"allnet {args.command}: interrupted; unfinished outputs were removed", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print(f"allnet {args.command}: interrupted; unfinished outputs were removed (run the same "
               "command again to start over or resume)", file=sys.stderr)
