@@ -345,3 +345,15 @@ def test_index_and_crop_report_images_converted_when_read(tmp_path, capsys):
     code, out, err = run(capsys, "crop", tmp_path / "data", tmp_path / "cropped")
     assert code == 0, out + err
     assert "2 image(s) were not 8-bit RGB" in out and "CMYK" in out and "16-bit" in out
+
+
+def test_a_path_that_cannot_be_written_is_a_usage_error_not_a_crash(demo, tmp_path, monkeypatch, capsys):
+    from allnet_lib import crop
+
+    def refused(src, dst, **kwargs):
+        raise PermissionError(13, "Permission denied", str(dst))
+
+    monkeypatch.setattr(crop, "crop_folder", refused)
+    code, _, err = run(capsys, "crop", demo, tmp_path / "out")
+    assert code == 2 and "Permission denied" in err and str(tmp_path / "out") in err
+    assert "internal error" not in err

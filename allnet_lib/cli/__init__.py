@@ -37,7 +37,7 @@ EXIT_CODES = (
                     "in the data; crop cutting into cells or meeting unreadable files); they "
                     "are listed with path and reason"),
     (EXIT_USAGE, "usage error: a bad option or value, a missing data folder, an output that "
-                 "already exists"),
+                 "already exists, a path that cannot be read or written"),
     (EXIT_INTERNAL, "internal error: a crash (a bug, please report it); the traceback is saved "
                     "to a file named on stderr, or printed with --debug"),
     (EXIT_INTERRUPTED, "interrupted (Ctrl-C or SIGTERM); partial outputs are removed"),
@@ -210,6 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"allnet {args.command}: error: {error}", file=sys.stderr)
         return error.exit_code
+    except OSError as error:
+        if not error.filename:  # no file named: not the user's paths, so treat it as a crash below
+            return _crash(args, error)
+        print(f"allnet {args.command}: error: {error.filename}: {error.strerror or error}; check "
+              "that path (permissions, free space) and run again", file=sys.stderr)
+        return EXIT_USAGE
     except SystemExit as stop:  # a library's own SIGTERM handler (demo-data's) ends the same way
         if stop.code != 128 + signal.SIGTERM:
             raise
@@ -220,16 +226,21 @@ def main(argv: list[str] | None = None) -> int:
               "command again to start over or resume)", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as error:  # a bug: one line, the traceback kept for the report
-        if args.debug:
-            traceback.print_exc()
-            where = "traceback above"
-        else:
-            where = f"traceback saved to {_save_traceback(args.command)}"
-        print(f"allnet {args.command}: internal error: {type(error).__name__}: {error}\n"
-              f"This is a bug in allnet, not a problem with your data. {where}; please report it "
-              f"with that file at {ISSUES_URL} (`allnet --debug {args.command} ...` prints it).",
-              file=sys.stderr)
-        return EXIT_INTERNAL
+        return _crash(args, error)
+
+
+def _crash(args, error: BaseException) -> int:
+    """Report an internal error in one line plus where its traceback is; EXIT_INTERNAL."""
+    if args.debug:
+        traceback.print_exc()
+        where = "traceback above"
+    else:
+        where = f"traceback saved to {_save_traceback(args.command)}"
+    print(f"allnet {args.command}: internal error: {type(error).__name__}: {error}\n"
+          f"This is a bug in allnet, not a problem with your data. {where}; please report it "
+          f"with that file at {ISSUES_URL} (`allnet --debug {args.command} ...` prints it).",
+          file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":
