@@ -316,6 +316,60 @@ def prepare_page(path: Path, replacements: list[tuple[str, str]]) -> None:
         tmp.replace(path)
 
 
+def site_problems(html_dir: Path, *, forbidden: tuple[str, ...] = ()) -> list[str]:
+    """What keeps a rendered site from working at any address, e.g. under GitHub Pages' sub-path
+    ``https://OWNER.github.io/NAME/``: links and resources that start with ``/`` (they would point
+    at the server's root) or ``file:``, relative links to files that do not exist, and any of the
+    ``forbidden`` strings in a page (plumbing, the build machine's paths). External ``http(s)``
+    links and the canonical link (``html.baseurl``) are allowed. Returns one line per problem."""
+    from html.parser import HTMLParser
+    from urllib.parse import unquote, urlsplit
+
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.links, self.text, self._skip = [], [], 0
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            self._skip += tag in ("script", "style")
+            if tag == "link" and attrs.get("rel") == "canonical":
+                return
+            for name in ("href", "src"):
+                if attrs.get(name):
+                    self.links.append(attrs[name])
+
+        def handle_endtag(self, tag):
+            self._skip -= tag in ("script", "style") and self._skip > 0
+
+        def handle_data(self, data):
+            if not self._skip:
+                self.text.append(data)
+
+    html_dir = Path(html_dir)
+    problems = []
+    for page in sorted(html_dir.rglob("*.html")):
+        rel = page.relative_to(html_dir)
+        if rel.parts[0] in ("_static", "_sources"):  # the theme's template fragments, not pages
+            continue
+        parser = Page()
+        parser.feed(page.read_text(encoding="utf-8", errors="replace"))
+        text = "".join(parser.text)
+        for needle in forbidden:
+            if needle in text:
+                problems.append(f"{rel}: shows {needle!r}")
+        for link in parser.links:
+            parts = urlsplit(link)
+            if parts.scheme in ("http", "https", "mailto", "data", "javascript") or link.startswith("#"):
+                continue
+            if parts.scheme or link.startswith("/"):
+                problems.append(f"{rel}: absolute link {link!r} (breaks under a sub-path)")
+                continue
+            if parts.path and not (page.parent / unquote(parts.path)).exists():
+                problems.append(f"{rel}: broken link {link!r}")
+    return problems
+
+
 def store_checked_outputs(executed: Path, source: Path) -> int:
     """Copy the outputs of the cells marked ``# NBVAL_CHECK_OUTPUT`` from an executed chapter into
     its source notebook (cells matched by their code); returns how many cells were updated.

@@ -273,6 +273,16 @@ def _page_report(browser, page_file: Path, screenshot: Path) -> dict:
 
 
 @pytest.mark.book
+def test_site_shows_no_plumbing_or_build_paths_and_works_from_a_sub_path(built_book):
+    """The pages hide the install, parameters and injected-parameters cells, show no folder of the
+    machine that built them, and link only relatively (GitHub Pages serves the book under
+    https://OWNER.github.io/NAME/). See book_build.prepare_page and site_problems."""
+    forbidden = ("%pip install", "PROFILE = None", 'PROFILE = "smoke"', str(ROOT), str(Path.home()) + "/")
+    problems = book_build.site_problems(built_book / "html", forbidden=forbidden)
+    assert not problems, "\n".join(problems[:40])
+
+
+@pytest.mark.book
 @pytest.mark.parametrize("page", PAGES)
 def test_page_renders_cleanly(built_book, browser, page):
     report = _page_report(browser, built_book / "html" / f"{page}.html",

@@ -55,3 +55,78 @@ def test_console_script_shows_help():
     )
     assert result.returncode == 0, result.stderr
     assert "usage: allnet" in result.stdout
+
+
+# ---- issue 11: the routes a reader takes (Colab, the published book, licences) ---------------
+
+def _project():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def test_python_versions_colab_and_ci_use_are_allowed():
+    from packaging.specifiers import SpecifierSet
+
+    allowed = SpecifierSet(_project()["requires-python"])
+    for version in ("3.11", "3.12", "3.13"):
+        assert allowed.contains(version), f"requires-python refuses {version} (Colab runs 3.13)"
+
+
+def test_colab_environment_covers_the_library_dependencies():
+    """tests/colab/packages.txt (Colab's preinstalled versions) holds every dependency Colab has,
+    so ./run test-colab really tests Colab's versions; Augmentor is the one Colab lacks."""
+    colab = {name.lower().replace("_", "-") for name in _pins((ROOT / "tests/colab/packages.txt").read_text().splitlines())}
+    needed = {re.split(r"[<>=!\[ ;]", req, maxsplit=1)[0].lower().replace("_", "-") for req in _project()["dependencies"]}
+    assert needed - colab == {"augmentor"}
+    assert {"tensorflow", "keras", "jinja2", "ipykernel", "nbclient"} <= colab
+
+
+def test_workflow_runs_exactly_the_readme_main_command_and_publishes_its_html():
+    import yaml
+
+    from allnet_lib import book_build
+
+    readme = (ROOT / "README.md").read_text()
+    quick_start = readme.split("```bash", 1)[1].split("```", 1)[0]
+    main_command = quick_start.strip().splitlines()[0].split("#")[0].strip()
+    assert main_command == "./run book"
+    workflow = yaml.safe_load((ROOT / ".github/workflows/book.yml").read_text())
+    steps = [step for job in workflow["jobs"].values() for step in job["steps"]]
+    assert [step["run"] for step in steps if "run" in step] == [main_command]
+    published = [step["with"]["path"] for step in steps if "upload-pages-artifact" in step.get("uses", "")]
+    assert published == [(book_build.DEFAULT_OUT / "html").relative_to(ROOT).as_posix()]
+    assert any("deploy-pages" in step.get("uses", "") for step in steps)
+
+
+def test_book_config_publishes_with_buttons():
+    import yaml
+
+    from allnet_lib import repository
+
+    config = yaml.safe_load((ROOT / "book/_config.yml").read_text())
+    s = repository.settings()
+    assert config["html"]["baseurl"] == s.pages_url
+    assert config["repository"] == {"url": s.url, "path_to_book": "book", "branch": s.ref}
+    assert config["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    assert config["sphinx"]["config"]["html_theme_options"]["use_download_button"] is True
+    assert "CC BY 4.0" in config["html"]["extra_footer"]
+
+
+def test_licences_citation_and_contributing_guide():
+    import yaml
+
+    from allnet_lib import repository
+
+    project = _project()
+    assert project["license"] == "MIT" and "MIT License" in (ROOT / "LICENSE").read_text()
+    text_licence = (ROOT / "LICENSE-text.md").read_text()
+    assert "CC BY 4.0" in text_licence and "creativecommons.org/licenses/by/4.0" in text_licence
+    readme = (ROOT / "README.md").read_text()
+    assert "LICENSE-text.md" in readme and "CC BY 4.0" in readme
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert citation["cff-version"] == "1.2.0" and citation["message"] and citation["authors"]
+    assert citation["version"] == project["version"] and citation["license"] == project["license"]
+    assert citation["repository-code"] == repository.settings().url
+    contributing = (ROOT / "CONTRIBUTING.md").read_text()
+    for needed in ("./run test", "./run test-colab", "chapter_template.ipynb", "CHAPTER_GUIDE.md",
+                   "python -m allnet_lib.repository --write"):
+        assert needed in contributing, needed

@@ -170,3 +170,52 @@ def test_relative_paths_and_alt_text(tmp_path):
     assert book_build.describe_figures(nb) == 1
     assert nb.cells[6].metadata["mystnb"]["image"]["alt"] == "The first filters of alexnet, see mir2019report:"
     assert "mystnb" not in nb.cells[4].metadata
+
+
+@pytest.mark.book
+def test_rendered_pages_hide_plumbing_and_work_from_a_sub_path(tmp_path, monkeypatch):
+    """A two-page book with the real _config.yml, built by book_build: the plumbing cells are gone
+    from the page (still in the executed notebook), the build's paths are replaced, figures have
+    alt text, and every link is relative (the site works under https://OWNER.github.io/NAME/)."""
+    import shutil
+
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
+    book = tmp_path / "book"
+    book.mkdir()
+    for name in ("_config.yml", "references.bib"):
+        shutil.copy(BOOK / name, book / name)
+    shutil.copytree(BOOK / "_static", book / "_static")
+    (book / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: chapter\n")
+    (book / "intro.md").write_text("# Tiny\n\nSee [the chapter](chapter.ipynb).\n")
+    install = ('try:\n    import allnet_lib\nexcept ImportError:\n'
+               '    %pip install -q "allnet @ git+https://github.com/allnet-course/allnet@v0"')
+    figure = ("import base64, sys\nfrom IPython.display import Image, display\n"
+              "display(Image(data=base64.b64decode('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
+              "+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==')))")
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# A chapter"),
+        nbformat.v4.new_code_cell(install),
+        nbformat.v4.new_code_cell("PROFILE = None", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import os\nprint('data at', os.environ['ALLNET_DATA'] + '/demo')"),
+        nbformat.v4.new_markdown_cell("A one-pixel figure of the cell:"),
+        nbformat.v4.new_code_cell(figure),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, book / "chapter.ipynb")
+    data = tmp_path / "machine-specific-data"
+    monkeypatch.setenv("ALLNET_DATA", str(data))
+    out = tmp_path / "out"
+
+    assert book_build.build("smoke", out=out, book_dir=book) == 0
+
+    html = out / "html"
+    page = (html / "chapter.html").read_text()
+    assert "data at $ALLNET_DATA/demo" in page
+    assert 'alt="A one-pixel figure of the cell:"' in page
+    assert "colab.research.google.com" in page, "the Colab launch button"
+    assert "CC BY 4.0" in page, "the licence in the footer"
+    problems = book_build.site_problems(html, forbidden=("%pip install", "PROFILE = None", "injected-parameters",
+                                                         str(data), str(tmp_path)))
+    assert not problems, "\n".join(problems)
+    executed = nbformat.read(out / "executed" / "chapter.ipynb", as_version=4)
+    assert "%pip install" in executed.cells[1].source, "the notebook itself keeps its install cell"
