@@ -72,3 +72,17 @@ def test_always_all_is_68_percent_accurate_on_cnmc_and_finds_no_normal_cell():
     assert classify.confusion_counts([1, 0], [1, 1]) == {"tp": 1, "fn": 0, "fp": 1, "tn": 0}
     with pytest.raises(ValueError, match="shape"):
         classify.confusion_counts([1, 0], [1])
+
+
+def test_balanced_class_weight_and_threshold_table():
+    from allnet_lib.theory import classify
+
+    y = np.array([1] * 6 + [0] * 2)
+    cw = classify.balanced_class_weight(y)
+    assert cw == {0: 2.0, 1: 8 / 12}
+    assert cw[0] * 2 == pytest.approx(cw[1] * 6)  # each class weighs the same in total
+    p = np.array([0.9, 0.8, 0.7, 0.6, 0.4, 0.3, 0.55, 0.2])
+    table = classify.threshold_table(y, p, [0.0, 0.5, 1.01])
+    assert table.loc[0.0, "sensitivity"] == 1 and table.loc[0.0, "specificity"] == 0
+    assert table.loc[0.5, "sensitivity"] == pytest.approx(4 / 6) and table.loc[0.5, "specificity"] == 0.5
+    assert table.loc[1.01, "sensitivity"] == 0 and table.loc[1.01, "specificity"] == 1

@@ -129,3 +129,30 @@ def test_small_model_augments_with_the_reports_flips_and_batch_norm_fits_the_run
     bn = [layer for layer in R.build_small_model((16, 16, 3), "batch norm").layers
           if type(layer).__name__ == "BatchNormalization"]
     assert len(bn) == 1 and bn[0].momentum == R.SmallNetConfig().bn_momentum == 0.9
+
+
+def test_class_weighted_loss_equals_keras_class_weight():
+    from allnet_lib.theory import classify, toy_data
+
+    X, y = toy_data.make_moons(60, seed=1)
+    y = np.where(np.arange(60) < 15, 0, 1)  # imbalanced: 45 ALL, 15 hem
+    cw = classify.balanced_class_weight(y)
+    loss, grad = D.class_weighted_logistic(cw)
+    ours = D.run_descent(loss, grad, [0.1, -0.2, 0.0], X, y, learning_rate=0.5, epochs=10).theta
+    theirs = K.linear_model_sgd(X, y, [0.1, -0.2, 0.0], learning_rate=0.5, epochs=10, loss="logistic",
+                                class_weight=cw)
+    # Keras keeps the learning rate in float32: agreement to ~1e-7 of the parameters' size
+    assert np.abs(ours - theirs).max() < 1e-6 * np.abs(theirs).max()
+    plain = D.run_descent(D.logistic_loss, D.logistic_grad, [0.1, -0.2, 0.0], X, y, learning_rate=0.5,
+                          epochs=10).theta
+    assert np.abs(plain - ours).max() > 1e-2  # the weights do change the fit
+    # weights of 1 are the plain loss
+    one = D.class_weighted_logistic({0: 1.0, 1: 1.0})[0]
+    assert one(plain, X, y) == pytest.approx(D.logistic_loss(plain, X, y), rel=1e-12)
+
+
+def test_initialisation_scales_equal_keras_initializers():
+    from allnet_lib.theory import mlp as M
+
+    for name, ours in (("glorot_normal", "glorot"), ("he_normal", "he")):
+        assert K.initializer_std(name, (256, 128)) == pytest.approx(M.init_scale(ours, 256, 128), rel=0.03)

@@ -109,3 +109,25 @@ def test_backward_pass_costs_about_twice_the_forward_pass():
     assert (forward, backward) == (10 * (32 + 32), 10 * (32 + 32 + 32))  # ratio 1.5
     f, b = matmul_costs((784,) + (512,) * 8 + (10,), n=1)
     assert 1.8 < b / f < 2.0
+
+
+def test_initialisations_and_the_gradient_flow_they_give():
+    from allnet_lib.theory import toy_data
+    from allnet_lib.theory.mlp import INITS, MLP, init_scale, initialisation_table
+
+    assert init_scale("glorot", 30, 20) == pytest.approx(np.sqrt(2 / 50))
+    assert init_scale("he", 32, 8) == pytest.approx(0.25) and init_scale("zeros", 3, 3) == 0
+    with pytest.raises(ValueError, match="unknown init"):
+        init_scale("lecun", 3, 3)
+    default = MLP((2, 8, 2), activation="relu", seed=1)
+    assert np.array_equal(default.params["W1"], MLP((2, 8, 2), activation="relu", init="he", seed=1).params["W1"])
+    X, y = toy_data.make_moons(200, seed=0)
+    table = initialisation_table(X, y, depth=10, width=32)
+    assert list(table.index.get_level_values("init").unique()) == list(INITS)
+    std = table["activation std, last hidden"]
+    g1 = table["|dL/dW1|"]
+    assert g1["tanh", "zeros"] == 0 and g1["relu", "zeros"] == 0  # symmetry: nothing moves
+    assert std["relu", "normal"] > 1e3 and g1["relu", "normal"] > 1e3  # exploding
+    assert 0.1 < std["relu", "he"] < 10  # kept on scale
+    assert std["relu", "glorot"] < std["relu", "he"] / 5  # Glorot halves ReLU's variance per layer
+    assert std["tanh", "normal"] > 0.8  # saturated at +-1

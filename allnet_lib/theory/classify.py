@@ -58,3 +58,25 @@ def scores(y_true, y_pred) -> dict[str, float]:
         "f1": f1_all,
         "weighted_f1": _div(n_all * f1_all + n_hem * f1_hem, n),
     }
+
+
+def balanced_class_weight(y) -> dict[int, float]:
+    """{class: n / (2 n_class)}: each class weighs half of the loss (scikit-learn's "balanced",
+    and what part 2's ``train`` passes to Keras as ``class_weight`` when a profile asks for it)."""
+    y = np.asarray(y).astype(int)
+    counts = np.bincount(y, minlength=2)
+    return {k: float(len(y) / (2 * counts[k])) for k in (0, 1) if counts[k] > 0}
+
+
+def threshold_table(y_true, p_all, thresholds):
+    """Scores of the rule "ALL if P(ALL) >= t" for each threshold t: a DataFrame, one row per t.
+
+    Lowering t finds more ALL cells (sensitivity up) and fewer normal ones (specificity down);
+    the ROC curve of part 2 is this table for every possible t.
+    """
+    import pandas as pd
+
+    p_all = np.asarray(p_all, dtype=float)
+    rows = [{"threshold": float(t), **scores(y_true, (p_all >= t).astype(int))} for t in thresholds]
+    cols = ["threshold", "accuracy", "sensitivity", "specificity", "balanced_accuracy", "weighted_f1"]
+    return pd.DataFrame(rows)[cols].set_index("threshold")

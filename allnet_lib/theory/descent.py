@@ -82,6 +82,33 @@ def logistic_grad(theta, X, y) -> np.ndarray:
     return np.append(X.T @ r, r.sum()) / len(y)
 
 
+def class_weighted_logistic(class_weight: dict):
+    """(loss, grad) of the class-weighted binary cross-entropy, as Keras's ``class_weight`` computes it.
+
+    Example i counts ``w_i = class_weight[y_i]`` times: loss = (1/N) sum_i w_i l_i (Keras
+    divides by the number of examples, not by the sum of the weights), and the gradient is
+    (1/N) [X 1]^T (w * (sigmoid(X w + b) - y)). With balanced weights n / (2 n_c) each class
+    contributes half of the loss, whatever its size.
+    """
+    cw = {int(k): float(v) for k, v in class_weight.items()}
+
+    def weights(y):
+        y = np.asarray(y).astype(int)
+        return np.array([cw[k] for k in (0, 1)])[y]
+
+    def loss(theta, X, y) -> float:
+        z = predict_linear(theta, X)
+        per_example = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))  # stable BCE from logits
+        return float(np.mean(weights(y) * per_example))
+
+    def grad(theta, X, y) -> np.ndarray:
+        X = _as_2d(X)
+        r = weights(y) * (layers.sigmoid(predict_linear(theta, X)) - y)
+        return np.append(X.T @ r, r.sum()) / len(y)
+
+    return loss, grad
+
+
 def predict_proba_logistic(theta, X):
     """P(class 1) = sigmoid(X w + b)."""
     return layers.sigmoid(predict_linear(theta, X))

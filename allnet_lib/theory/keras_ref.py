@@ -182,7 +182,7 @@ def mlp_gradients(mlp, x, y) -> dict[str, np.ndarray]:
 
 
 def linear_model_sgd(X, y, theta0, *, learning_rate: float, epochs: int, loss: str = "mse",
-                     batch_size: int | None = None):
+                     batch_size: int | None = None, class_weight: dict | None = None):
     """Train ``Dense(1)`` with ``keras.optimizers.SGD`` and return theta = (w..., b).
 
     ``loss="mse"``: least squares (``descent.mse_loss``); ``loss="logistic"``: binary
@@ -190,7 +190,7 @@ def linear_model_sgd(X, y, theta0, *, learning_rate: float, epochs: int, loss: s
     Batches are taken in order, without shuffling; with ``batch_size=None`` (the whole set)
     this is batch gradient descent and must land where ``descent.run_descent`` lands.
     Steps go through ``train_on_batch``: on a few hundred numbers, ``fit`` would spend its time
-    setting up epochs.
+    setting up epochs. ``class_weight`` ({class: weight}) is passed on, as to ``fit``.
     """
     import keras
 
@@ -208,9 +208,18 @@ def linear_model_sgd(X, y, theta0, *, learning_rate: float, epochs: int, loss: s
     bs = batch_size or len(X)
     for _ in range(epochs):
         for start in range(0, len(X), bs):
-            model.train_on_batch(X[start : start + bs], y[start : start + bs, None])
+            model.train_on_batch(X[start : start + bs], y[start : start + bs, None], class_weight=class_weight)
     w, b = model.layers[0].get_weights()
     return np.append(w[:, 0], b)
+
+
+def initializer_std(name: str, shape, seed: int = 0) -> float:
+    """Standard deviation of one draw of ``keras.initializers.get(name)`` (e.g. "glorot_normal")."""
+    import keras
+
+    init = keras.initializers.get({"class_name": name, "config": {"seed": seed}}) if name != "zeros" \
+        else keras.initializers.Zeros()
+    return float(np.std(_np(init(tuple(shape), dtype="float32"))))
 
 
 def linear_model_path(X, y, theta0, optimizer, *, steps: int, loss: str = "mse") -> np.ndarray:

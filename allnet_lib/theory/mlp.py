@@ -34,6 +34,8 @@ class MLP:
     dtype: type = np.float64
     l2: float = 0.0
     params: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Weight initialisation (``INITS``): None picks He for ReLU-like units, Glorot otherwise.
+    init: str | None = None
 
     def __post_init__(self):
         if len(self.sizes) < 2:
@@ -47,18 +49,17 @@ class MLP:
         return len(self.sizes) - 1
 
     def init_params(self) -> dict[str, np.ndarray]:
-        """He initialisation for ReLU-like units, Glorot otherwise; zero biases.
+        """Weights drawn from N(0, init_scale(...)^2), zero biases (``init`` chooses the scale).
 
-        The scale keeps the variance of activations roughly constant from layer to layer, so
-        signals neither explode nor die out at the start of training.
+        The default (He for ReLU-like units, Glorot otherwise) keeps the variance of activations
+        roughly constant from layer to layer, so signals neither explode nor die out at the
+        start of training.
         """
         rng = np.random.default_rng(self.seed)
+        init = self.init or ("he" if self.activation in ("relu", "leaky_relu") else "glorot")
         params = {}
         for i, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:]), start=1):
-            if self.activation in ("relu", "leaky_relu"):
-                scale = np.sqrt(2.0 / n_in)
-            else:
-                scale = np.sqrt(2.0 / (n_in + n_out))
+            scale = init_scale(init, n_in, n_out)
             params[f"W{i}"] = (rng.standard_normal((n_in, n_out)) * scale).astype(self.dtype)
             params[f"b{i}"] = np.zeros(n_out, dtype=self.dtype)
         return params
@@ -175,3 +176,56 @@ def matmul_costs(sizes, n: int = 1) -> tuple[int, int]:
     forward = sum(n * a * b for a, b in shapes)
     backward = forward + sum(n * a * b for a, b in shapes[1:])
     return forward, backward
+
+
+#: Weight initialisations: all zeros, the standard normal, Glorot (Xavier) and He.
+INITS = ("zeros", "normal", "glorot", "he")
+
+
+def init_scale(init: str, n_in: int, n_out: int) -> float:
+    """Standard deviation of the initial weights of a layer with ``n_in`` inputs, ``n_out`` outputs.
+
+    - ``zeros``: 0. Every unit of a layer computes the same thing and gets the same gradient:
+      the symmetry is never broken (with tanh or ReLU, whose value at 0 is 0, nothing moves).
+    - ``normal``: 1. A unit sums n_in inputs, so its output variance is n_in times its input's:
+      activations blow up (ReLU) or saturate (tanh, sigmoid) within a few layers.
+    - ``glorot`` (Glorot and Bengio, 2010): sqrt(2 / (n_in + n_out)), variance kept for
+      activations linear around 0 (tanh, sigmoid), forward and backward on average.
+    - ``he`` (He et al., 2015): sqrt(2 / n_in), for ReLU, which zeroes half of its inputs.
+
+    Keras's ``GlorotNormal`` and ``HeNormal`` draw from a normal truncated at two standard
+    deviations, rescaled to the same variance.
+    """
+    scales = {"zeros": 0.0, "normal": 1.0, "glorot": float(np.sqrt(2.0 / (n_in + n_out))),
+              "he": float(np.sqrt(2.0 / n_in))}
+    if init not in scales:
+        raise ValueError(f"unknown init {init!r}: expected one of {INITS}")
+    return scales[init]
+
+
+def initialisation_table(X, y, *, activations=("tanh", "relu"), inits=INITS, depth: int = 10,
+                         width: int = 32, seed: int = 0):
+    """Gradient flow at initialisation, one row per (activation, init), for a deep MLP.
+
+    Columns: the standard deviation of the last hidden layer's activations (the forward
+    signal), the gradient norms at the first and last weight matrices, and their ratio (the
+    backward signal: below 1 vanishing, above 1 exploding). A DataFrame.
+    """
+    import pandas as pd
+
+    rows = []
+    sizes = (np.asarray(X).shape[1],) + (width,) * depth + (int(np.max(y)) + 1,)
+    for activation in activations:
+        for init in inits:
+            net = MLP(sizes, activation=activation, init=init, seed=seed)
+            with np.errstate(over="ignore", invalid="ignore"):
+                _, grads = net.loss_and_grads(X, y)
+                last_hidden = net.hidden_activations(X, depth)
+            first, last = np.linalg.norm(grads["W1"]), np.linalg.norm(grads[f"W{depth + 1}"])
+            rows.append({
+                "activation": activation, "init": init,
+                "activation std, last hidden": float(last_hidden.std()),
+                "|dL/dW1|": float(first), f"|dL/dW{depth + 1}|": float(last),
+                "ratio first/last": float(first / last) if last > 0 else float("nan"),
+            })
+    return pd.DataFrame(rows).set_index(["activation", "init"])
