@@ -389,7 +389,8 @@ def test_build_publishes_a_complete_site_and_cleans_runs(tmp_path, monkeypatch):
     assert (out / "html" / "one.html").is_file() and not (out / "html-incomplete").exists()
     assert not (out / "runs" / "stale").exists(), "runs must start empty unless --keep-runs"
     executed = nbformat.read(out / "executed" / "one.ipynb", as_version=4)
-    assert executed.cells[-1].outputs[0]["text"].strip() == str(out / "runs")
+    # the kernel saw ALLNET_RUNS=<out>/runs; the page shows the variable, not the build's folder
+    assert executed.cells[-1].outputs[0]["text"].strip() == "$ALLNET_RUNS"
     three = nbformat.read(out / "executed" / "three.ipynb", as_version=4).cells[-1].outputs
     assert [(o["name"], o["text"]) for o in three] == [("stderr", "kept\n"), ("stdout", "ok\n")]
     assert os.environ.get("ALLNET_RUNS") != str(out / "runs"), "build() leaked its environment"

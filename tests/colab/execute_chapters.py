@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copytree(args.book, book, ignore=shutil.ignore_patterns("_build", ".jupyter_cache", ".ipynb_checkpoints"))
     os.environ.update({"ALLNET_PROFILE": "smoke", "ALLNET_DATA": str(work / "data")})
     os.environ.pop("ALLNET_RUNS", None)  # Colab: runs under the data folder, shared by the chapters
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # the kernel's debugger notice on our terminal
     todo = toc_chapters(book)
     if args.only:
         todo = [c for c in todo if fnmatch.fnmatch(c, args.only)]
