@@ -15,7 +15,10 @@ from allnet_lib.theory import classify, descent as D, figures as F, layers as L,
 @pytest.fixture(autouse=True)
 def _close_figures():
     yield
+    # every figure a test drew fits the book's width (wide strips are reflowed into grids)
+    widths = [plt.figure(n).get_size_inches()[0] for n in plt.get_fignums()]
     plt.close("all")
+    assert all(w <= F.MAX_WIDTH for w in widths), widths
 
 
 def test_chapter_1_figures():
@@ -55,3 +58,44 @@ def test_chapter_4_to_6_figures():
     fig = F.plot_regularisation_curves({"a": curve, "b": curve}, stops={"a": 2}, ncols=3)
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert len(visible) == 2 and "+0.40" in visible[0].get_title()
+
+
+# -- one style for every theory figure -------------------------------------------------------
+
+THEORY = __import__("pathlib").Path(__file__).resolve().parents[1] / "book" / "theory"
+
+
+def _code_cells(path):
+    import json
+
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def test_style_is_colour_blind_safe_sharp_and_has_a_second_cue():
+    F.use_style()
+    rc = matplotlib.rcParams
+    assert rc["figure.dpi"] == F.DPI >= 150
+    cycle = rc["axes.prop_cycle"].by_key()
+    assert cycle["color"] == F.PALETTE and len(set(F.PALETTE)) == len(F.PALETTE)
+    assert len(set(zip(cycle["color"], cycle["linestyle"]))) == len(F.PALETTE)
+    assert len(set(cycle["linestyle"])) >= 4  # neighbours in the cycle differ in style too
+    # the library's multi-line figures give each line its own colour *and* line style
+    x, y = toy_data.make_line(30, seed=0)
+    runs = D.compare_variants(D.mse_loss, D.mse_grad, [0.0, 0.0], x, y, learning_rate=0.05, epochs=2)
+    fig = F.plot_loss_curves(runs, per="update")
+    lines = [ln for ln in fig.axes[0].lines if ln.get_label() in runs]
+    assert len({(ln.get_color(), ln.get_linestyle()) for ln in lines}) == len({ln.get_linestyle() for ln in lines}) == 3
+
+
+@pytest.mark.parametrize("chapter", sorted(p.stem for p in THEORY.glob("0*.ipynb")))
+def test_theory_chapter_uses_the_style_and_fits_the_page(chapter):
+    import re
+
+    cells = _code_cells(THEORY / f"{chapter}.ipynb")
+    assert any("figures.use_style()" in c for c in cells), f"{chapter}: call figures.use_style() after the imports"
+    code = "\n".join(cells)
+    for width in re.findall(r"figsize=\(([\d.]+)", code):
+        assert float(width) <= F.MAX_WIDTH, f"{chapter}: figure {width} inches wide"
+    for ncols, size in re.findall(r"ncols=(\d+), size=([\d.]+)", code):
+        assert int(ncols) * float(size) <= F.MAX_WIDTH, f"{chapter}: image strip {ncols} x {size} inches"

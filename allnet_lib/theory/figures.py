@@ -22,6 +22,9 @@ CLASS_MARKERS = {"hem": "o", "all": "^"}
 #: Resolution of the theory figures: sharp on high-density screens, and figures are sized (at
 #: most ~10 inches wide) so that, shrunk to the book's width, tick labels stay legible.
 DPI = 150
+#: The widest figure, in inches: wider ones are shrunk at the book's width until their tick
+#: labels are too small to read, so wide strips are laid out as grids instead.
+MAX_WIDTH = 10.5
 TRAIN_STYLE = {"ls": "-", "lw": 1.8}
 VAL_STYLE = {"ls": "--", "lw": 1.8}
 
@@ -166,7 +169,8 @@ def plot_paths(surface, runs: dict, *, optimum=None, max_points: int = 2000, tit
     n = len(runs)
     ncols = ncols or (2 if n == 4 else min(n, 3))
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 3.6 * nrows), squeeze=False)
+    panel = 4.0 if ncols <= 2 else MAX_WIDTH / ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel * ncols, 0.9 * panel * nrows), squeeze=False)
     W, B, _ = surface
     for ax in axes.flat[n:]:
         ax.set_visible(False)
@@ -288,7 +292,8 @@ def for_display(image):
 
 def plot_polynomial_fits(x, y, fits: dict, *, x_true=None, y_true=None):
     """One panel per fitted curve (name -> (xs, ys)), with the training points and the truth."""
-    fig, axes = plt.subplots(1, len(fits), figsize=(3.6 * len(fits), 3.2), squeeze=False, sharey=True)
+    width = min(3.6, MAX_WIDTH / len(fits))
+    fig, axes = plt.subplots(1, len(fits), figsize=(width * len(fits), 3.2), squeeze=False, sharey=True)
     for i, (ax, (name, (xs, ys))) in enumerate(zip(axes.flat, fits.items())):
         if x_true is not None:
             ax.plot(x_true, y_true, color="grey", lw=1, ls=":", label="truth")
@@ -323,7 +328,7 @@ def plot_coefficients(weights: dict, *, title: str = "fitted coefficients"):
 
 
 def plot_regularisation_curves(curves: dict, *, metric: str = "loss", stops: dict | None = None,
-                               ncols: int = 3):
+                               ncols: int = 2):
     """Small multiples: train (solid) and validation (dashed) curves, one panel per variant.
 
     ``stops`` (variant -> epoch, 1-based) marks where early stopping would have ended training.
@@ -331,7 +336,9 @@ def plot_regularisation_curves(curves: dict, *, metric: str = "loss", stops: dic
     """
     n = len(curves)
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3 * nrows), sharey=True, squeeze=False)
+    panel = min(4.0, MAX_WIDTH / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel * ncols, 0.75 * panel * nrows), sharey=True,
+                             squeeze=False)
     for i, (ax, (name, c)) in enumerate(zip(axes.flat, curves.items())):
         ax.plot(c.index, c[metric], color=color(i), label="train", **TRAIN_STYLE)
         ax.plot(c.index, c[f"val_{metric}"], color=color(i), label="validation", **VAL_STYLE)
