@@ -99,3 +99,11 @@ def test_theory_chapter_uses_the_style_and_fits_the_page(chapter):
         assert float(width) <= F.MAX_WIDTH, f"{chapter}: figure {width} inches wide"
     for ncols, size in re.findall(r"ncols=(\d+), size=([\d.]+)", code):
         assert int(ncols) * float(size) <= F.MAX_WIDTH, f"{chapter}: image strip {ncols} x {size} inches"
+
+
+def test_computational_graph_figure():
+    nodes = {"x": (0, 0, "$x$"), "f": (1.6, 0, "$f$")}
+    fig = F.plot_computational_graph(nodes, [("x", "f")], {"x": 2.0, "f": 4.0}, {"x": 4.0, "f": 1.0})
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "2.000" in texts and "+4.000" in texts and "+1.000" in texts
+    assert len(fig.axes[0].patches) + len(fig.axes[0].texts) >= 6

@@ -354,3 +354,45 @@ def plot_regularisation_curves(curves: dict, *, metric: str = "loss", stops: dic
         ax.set_ylabel(metric if metric != "loss" else "cross-entropy")
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Chapter 3: a computational graph
+# ----------------------------------------------------------------------------------------------
+
+
+def plot_computational_graph(nodes: dict, edges, values: dict, grads: dict, *, title: str | None = None):
+    """A small computational graph: one box per node with its forward value (above) and the
+    gradient of the loss with respect to it (below, in a second colour and in italics).
+
+    ``nodes``: {name: (x, y, label)} in data coordinates; ``edges``: (from, to) pairs, drawn as
+    arrows in the forward direction; ``values`` / ``grads``: {name: number}.
+    """
+    fig, ax = plt.subplots(figsize=(MAX_WIDTH * 0.9, 3.2))
+    xs = [p[0] for p in nodes.values()]
+    ys = [p[1] for p in nodes.values()]
+    boxes = {}
+    for name, (x, y, label) in nodes.items():
+        boxes[name] = ax.text(x, y, label, ha="center", va="center", fontsize=12,
+                              bbox={"boxstyle": "round,pad=0.35", "fc": "white", "ec": REFERENCE_COLOR,
+                                    "lw": 1.2})
+        if name in values:
+            ax.text(x, y + 0.42, f"{values[name]:.3f}", ha="center", va="bottom", fontsize=10,
+                    color=color(0), fontweight="bold")
+        if name in grads:
+            ax.text(x, y - 0.42, f"{grads[name]:+.3f}", ha="center", va="top", fontsize=10,
+                    color=color(3), style="italic")
+    for a, b in edges:  # from the right edge of one box to the left edge of the next
+        ax.annotate("", xy=(0, 0.5), xycoords=boxes[b], xytext=(1, 0.5), textcoords=boxes[a],
+                    arrowprops={"arrowstyle": "-|>", "color": "#555555", "lw": 1.2, "shrinkA": 6,
+                                "shrinkB": 6})
+    ax.text(min(xs) - 0.6, max(ys) + 0.95, "forward value", color=color(0), fontweight="bold", fontsize=9)
+    ax.text(min(xs) - 0.6, min(ys) - 1.0, "gradient dL/d(node), backward", color=color(3), style="italic",
+            fontsize=9)
+    ax.set_xlim(min(xs) - 0.8, max(xs) + 0.8)
+    ax.set_ylim(min(ys) - 1.15, max(ys) + 1.15)
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
