@@ -107,3 +107,12 @@ def test_computational_graph_figure():
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert "2.000" in texts and "+4.000" in texts and "+1.000" in texts
     assert len(fig.axes[0].patches) + len(fig.axes[0].texts) >= 6
+
+
+def test_convolution_figures():
+    fig = F.plot_conv_geometry(n=5, k=3, cases=(("valid", 1), ("same", 2)))
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles == ["valid, stride 1: 5x5 -> 3x3", "same, stride 2: 5x5 -> 3x3"]
+    M = L.conv_as_dense(L.FILTERS["edge_x"], 4, 4)
+    fig = F.plot_dense_as_conv(M, L.FILTERS["edge_x"])
+    assert "256 entries" in fig.axes[1].get_title()

@@ -145,3 +145,35 @@ def test_parameter_counts_of_the_report():
     assert L.dense_params(4096, 1000) == 4_097_000
     assert sum(L.batchnorm_params(256)) == 1024
     assert L.conv2d_params(3, 3, 3, 32, bias=False) == 864
+
+
+def test_convolution_is_a_sparse_shared_dense_layer():
+    rng = np.random.default_rng(0)
+    image, kernel = rng.normal(size=(6, 7)), rng.normal(size=(3, 3))
+    for stride, padding in ((1, "same"), (1, "valid"), (2, "same"), (2, "valid")):
+        M = L.conv_as_dense(kernel, 6, 7, stride, padding)
+        out = L.conv2d(image[None, :, :, None], kernel[:, :, None, None], stride=stride, padding=padding)[0, :, :, 0]
+        np.testing.assert_allclose(image.reshape(-1) @ M, out.reshape(-1), rtol=1e-12, atol=1e-12)
+    M = L.conv_as_dense(kernel, 6, 7)
+    assert (M != 0).sum(axis=0).max() == 9  # locality: at most k*k inputs per output
+    assert set(np.unique(M[M != 0])) <= set(kernel.ravel())  # sharing: the same 9 numbers
+
+
+def test_receptive_field_matches_what_an_output_unit_depends_on():
+    spec = [(3, 1), (3, 1), (2, 2), (3, 1)]
+    r = L.receptive_field(spec)
+    assert r == [3, 5, 6, 10]
+
+    def stack(img):  # linear, positive: every input in the window changes the output
+        h = img[None, :, :, None]
+        for k, s in spec:
+            h = L.conv2d(h, np.ones((k, k, 1, 1)), stride=s)
+        return h[0, :, :, 0]
+
+    base = np.zeros((16, 16))
+    out0 = stack(base)[0, 0]
+    inside, outside = base.copy(), base.copy()
+    inside[r[-1] - 1, r[-1] - 1] = 1.0
+    outside[r[-1], 0] = 1.0
+    outside[0, r[-1]] = 1.0
+    assert stack(inside)[0, 0] != out0 and stack(outside)[0, 0] == out0

@@ -396,3 +396,77 @@ def plot_computational_graph(nodes: dict, edges, values: dict, grads: dict, *, t
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Chapter 5: convolution geometry, a convolution as a dense matrix
+# ----------------------------------------------------------------------------------------------
+
+
+def plot_conv_geometry(n: int = 5, k: int = 3, cases=(("valid", 1), ("same", 1), ("same", 2))):
+    """How a k x k filter slides over an n x n input: one panel per (padding, stride).
+
+    Left in each panel, the input (white) with its zero padding (grey, hatched); the window of
+    the first output (solid, colour 1) and of the next one along the row (dashed, colour 2),
+    ``stride`` cells further. Right, the output grid, with those two outputs in the same colours.
+    """
+    from matplotlib.patches import Rectangle
+
+    from allnet_lib.theory import layers
+
+    ncols = min(len(cases), 3)
+    nrows = -(-len(cases) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(MAX_WIDTH, 3.6 * nrows), squeeze=False)
+    for ax in axes.flat[len(cases):]:
+        ax.set_visible(False)
+    for ax, (padding, stride) in zip(axes.flat, cases):
+        top, bottom = layers.same_padding(n, k, stride) if padding == "same" else (0, 0)
+        size = n + top + bottom
+        out = layers.conv_output_size(n, k, stride, padding)
+        for r in range(size):
+            for c in range(size):
+                pad = not (top <= r < top + n and top <= c < top + n)
+                ax.add_patch(Rectangle((c, -r - 1), 1, 1, fc="#dddddd" if pad else "white", ec="#777777",
+                                       lw=0.6, hatch="///" if pad else None))
+        windows = [(0, 0)] + ([(0, stride)] if out > 1 else [])
+        for i, (r0, c0) in enumerate(windows):
+            ax.add_patch(Rectangle((c0 + 0.08 * i, -r0 - k + 0.08 * i), k - 0.16 * i, k - 0.16 * i, fill=False,
+                                   ec=color(i), lw=2.4, ls=line_style(i)))
+        x0 = size + 1.2
+        for r in range(out):
+            for c in range(out):
+                hit = (r, c) in [(0, 0), (0, 1)][: len(windows)]
+                fc = color([(0, 0), (0, 1)].index((r, c))) if hit else "white"
+                ax.add_patch(Rectangle((x0 + c, -r - 1), 1, 1, fc=fc, ec="#777777", lw=0.6, alpha=0.8 if hit else 1))
+        ax.annotate("", xy=(x0 - 0.15, -0.5), xytext=(size + 0.15, -0.5),
+                    arrowprops={"arrowstyle": "-|>", "color": "#555555"})
+        ax.set_xlim(-0.3, x0 + max(out, 1) + 0.3)
+        ax.set_ylim(-size - 0.3, 0.3)
+        ax.set_aspect("equal")
+        ax.axis("off")
+        ax.set_title(f"{padding}, stride {stride}: {n}x{n} -> {out}x{out}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_dense_as_conv(matrix, kernel, *, title: str = "the same map as a dense weight matrix"):
+    """The k x k kernel (left) and the dense matrix that computes the same convolution (right):
+    mostly zeros (locality), the same few numbers repeated along diagonals (weight sharing)."""
+    lim = float(np.abs(matrix).max()) or 1.0
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(MAX_WIDTH * 0.85, 4.2), gridspec_kw={"width_ratios": [1, 3]})
+    ax1.imshow(kernel, cmap="RdBu_r", vmin=-lim, vmax=lim)
+    for (r, c), v in np.ndenumerate(kernel):
+        ax1.text(c, r, f"{v:.1f}", ha="center", va="center", fontsize=9,
+                 color="white" if abs(v) > 0.6 * lim else "black")
+    ax1.set_title("3x3 kernel: 9 weights" if kernel.shape == (3, 3) else "kernel")
+    ax1.set_xticks([])
+    ax1.set_yticks([])
+    ax1.grid(False)
+    im = ax2.imshow(matrix, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+    ax2.grid(False)
+    ax2.set_xlabel("output pixel (flattened)")
+    ax2.set_ylabel("input pixel (flattened)")
+    ax2.set_title(f"{title}: {matrix.size:,} entries, {int((matrix != 0).sum()):,} non-zero", fontsize=10)
+    fig.colorbar(im, ax=ax2, shrink=0.8)
+    fig.tight_layout()
+    return fig

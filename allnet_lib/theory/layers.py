@@ -366,3 +366,44 @@ def dense_params(n_in: int, n_out: int, bias: bool = True) -> int:
 def batchnorm_params(channels: int) -> tuple[int, int]:
     """(trainable, non-trainable): gamma and beta are learned; the moving mean and variance are not."""
     return 2 * channels, 2 * channels
+
+
+# -- why convolutions: a dense layer with locality and shared weights; receptive fields -------
+
+
+def conv_as_dense(kernel, height: int, width: int, stride: int = 1, padding: str = "same") -> np.ndarray:
+    """The dense weight matrix (H*W, H'*W') that computes the same map as a 2-D convolution.
+
+    ``flatten(image) @ M == flatten(filter2d(image, kernel))``: a convolution *is* a dense layer,
+    one whose matrix is mostly zeros (each output sees only a k x k neighbourhood: locality) and
+    whose non-zero entries are the same k*k numbers in every column (weight sharing).
+    """
+    kernel = np.asarray(kernel, dtype=float)
+    kh, kw = kernel.shape
+    oh = conv_output_size(height, kh, stride, padding)
+    ow = conv_output_size(width, kw, stride, padding)
+    top, left = (same_padding(height, kh, stride)[0], same_padding(width, kw, stride)[0]) \
+        if padding == "same" else (0, 0)
+    M = np.zeros((height * width, oh * ow))
+    for i in range(oh):
+        for j in range(ow):
+            for u in range(kh):
+                for v in range(kw):
+                    r, c = i * stride + u - top, j * stride + v - left
+                    if 0 <= r < height and 0 <= c < width:  # outside: a padded zero
+                        M[r * width + c, i * ow + j] = kernel[u, v]
+    return M
+
+
+def receptive_field(spec) -> list[int]:
+    """Side of the input window that one unit sees, after each layer of ``spec`` [(kernel, stride)...].
+
+    r_0 = 1; each layer adds (k - 1) times the product of the strides before it ("jump"):
+    r_l = r_{l-1} + (k_l - 1) * j_{l-1}, j_l = j_{l-1} * s_l. Padding does not change it.
+    """
+    r, jump, out = 1, 1, []
+    for k, s in spec:
+        r += (k - 1) * jump
+        jump *= s
+        out.append(r)
+    return out
