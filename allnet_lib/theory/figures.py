@@ -113,7 +113,7 @@ def plot_features(X, y, *, names=("feature 1", "feature 2"), theta=None, ax=None
             ax.set_ylim(X[:, 1].min() - 0.1 * np.ptp(X[:, 1]), X[:, 1].max() + 0.1 * np.ptp(X[:, 1]))
     ax.set_xlabel(names[0])
     ax.set_ylabel(names[1])
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     if title:
         ax.set_title(title)
     return fig
@@ -229,7 +229,7 @@ def plot_loss_curves(runs: dict, *, optimum_loss: float | None = None, logy: boo
         ax.set_xlim(left=0)
         ax.set_xlabel("update (gradient step)" if kind == "update" else "epoch (passes over the data)")
         ax.set_ylabel("training loss (all examples)")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -252,7 +252,7 @@ def plot_activations(functions: dict, z=None):
     for ax in (ax1, ax2):
         ax.axhline(0, color="grey", lw=0.5)
         ax.set_xlabel("$z$")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=9)
     ax1.set_ylim(-1.5, 3)
     fig.tight_layout()
     return fig
@@ -268,7 +268,7 @@ def plot_saturation(z, losses: dict, grads: dict):
     ax2.set_title("gradient size $|\\partial L / \\partial z|$")
     for ax in (ax1, ax2):
         ax.set_xlabel("logit $z$ (negative: confidently wrong)")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -302,7 +302,7 @@ def plot_polynomial_fits(x, y, fits: dict, *, x_true=None, y_true=None):
         ax.set_ylim(-2, 2)
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("$x$")
-    axes.flat[0].legend(fontsize=8)
+    axes.flat[0].legend(fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -322,7 +322,7 @@ def plot_coefficients(weights: dict, *, title: str = "fitted coefficients"):
     ax.set_yscale("symlog", linthresh=1)
     ax.set_ylabel("coefficient (symlog scale)")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -347,7 +347,7 @@ def plot_regularisation_curves(curves: dict, *, metric: str = "loss", stops: dic
         gap = c[f"val_{metric}"].iloc[-1] - c[metric].iloc[-1]
         ax.set_title(f"{name}  (final gap {gap:+.2f})", fontsize=10)
         ax.set_xlabel("epoch")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=9)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
