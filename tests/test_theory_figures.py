@@ -97,8 +97,12 @@ def test_theory_chapter_uses_the_style_and_fits_the_page(chapter):
     code = "\n".join(cells)
     for width in re.findall(r"figsize=\(([\d.]+)", code):
         assert float(width) <= F.MAX_WIDTH, f"{chapter}: figure {width} inches wide"
-    for ncols, size in re.findall(r"ncols=(\d+), size=([\d.]+)", code):
-        assert int(ncols) * float(size) <= F.MAX_WIDTH, f"{chapter}: image strip {ncols} x {size} inches"
+    for call in re.findall(r"show_images\((.*?)\)\s*;?\s*$", code, flags=re.S | re.M):
+        ncols = re.search(r"ncols=(\d+)", call)
+        size = re.search(r"size=([\d.]+)", call)
+        n = int(ncols.group(1)) if ncols else 6  # show_images's defaults: 6 columns of 2 inches
+        inches = float(size.group(1)) if size else 2.0
+        assert n * inches <= F.MAX_WIDTH, f"{chapter}: image strip {n} x {inches} inches"
 
 
 def test_computational_graph_figure():
