@@ -67,3 +67,20 @@ def test_chapter_5_blob_detector_peaks_on_dark_spots(capsys):
     exec(log_block, ns)  # its asserts: dark spot > 0 > bright spot, maximum at the dark spot
     assert ns["dark"] > 0 > ns["bright"]
     assert "dark spot +" in capsys.readouterr().out
+
+
+def test_chapter_6_solutions_run_with_the_reports_augmentation():
+    pytest.importorskip("keras")
+    from allnet_lib.theory import regularise
+
+    blocks = solution_blocks("06_overfitting_and_regularisation")
+    assert len(blocks) == 2 and "FlipRotate" in blocks[1] and "RandomRotation" not in blocks[1]
+    images, labels = toy_data.render_cells(24, image_size=16, p_all=0.5, seed=0)
+    x = images.astype("float32") / 255
+    ns = dict(np=np, regularise=regularise, figures=figures, ctx=_Ctx(), EPOCHS=1,
+              x_train=x[:16], y_train=labels[:16], x_val=x[16:], y_val=labels[16:])
+    ns["curves"] = regularise.regularisation_experiment(ns["x_train"], ns["y_train"], ns["x_val"], ns["y_val"],
+                                                        variants=("augmentation",), epochs=1, batch_size=8)
+    for block in blocks:
+        exec(block, ns)
+    assert list(ns["both"].columns) == ["loss", "accuracy", "val_loss", "val_accuracy"]
