@@ -264,6 +264,7 @@ def relative_paths(nb, replacements: list[tuple[str, str]]) -> int:
 def _plain(markdown: str) -> str:
     """Markdown reduced to plain text for an image's alt text."""
     text = re.sub(r"```.*?```", " ", markdown, flags=re.S)
+    text = GLUE_ROLE.sub("…", text)  # a glued number: its value is not known here
     text = re.sub(r"\{[a-z:]+\}`([^`<]*)(?:<[^>]*>)?`", r"\1", text)  # {cite:p}`key`, {doc}`x <y>`
     text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)  # [text](link)
     text = re.sub(r"^:::.*$|^:class:.*$|^\s*(?:#+|>)\s*", "", text, flags=re.M)
@@ -299,10 +300,26 @@ def describe_figures(nb, limit: int = 300) -> int:
     return described
 
 
-def prepare_page(path: Path, replacements: list[tuple[str, str]]) -> None:
+GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`([^`:]+)(?::[^`]*)?`")
+
+
+def unglue(nb) -> int:
+    """Replace the glue roles of a chapter that was not executed (``--only``) by a note, in place;
+    returns how many. Its numbers come from its own run (book/CHAPTER_GUIDE.md, 'Numbers in
+    prose'): without outputs every role would be a missing-key warning, and ``-W`` fails on it."""
+    changed = 0
+    for cell in nb.cells:
+        if cell.get("cell_type") == "markdown":
+            cell["source"], n = GLUE_ROLE.subn(r"*(not run: \1)*", cell["source"])
+            changed += n
+    return changed
+
+
+def prepare_page(path: Path, replacements: list[tuple[str, str]], *, executed: bool = True) -> None:
     """Make a staged chapter ready for rendering: plumbing cells hidden (:func:`hide_plumbing`),
     the build's paths replaced (:func:`relative_paths`), figures described
-    (:func:`describe_figures`). Rewritten (atomically) only if something changed."""
+    (:func:`describe_figures`), and, if it was not ``executed``, its glue roles replaced
+    (:func:`unglue`). Rewritten (atomically) only if something changed."""
     import nbformat
 
     path = Path(path)
@@ -310,7 +327,8 @@ def prepare_page(path: Path, replacements: list[tuple[str, str]]) -> None:
         nb = nbformat.read(path, as_version=4)
     except (OSError, ValueError):
         return
-    if hide_plumbing(nb) + relative_paths(nb, replacements) + describe_figures(nb):
+    if (hide_plumbing(nb) + relative_paths(nb, replacements) + describe_figures(nb)
+            + (0 if executed else unglue(nb))):
         tmp = path.with_name(f".{path.name}.tmp")
         nbformat.write(nb, tmp)
         tmp.replace(path)
@@ -534,7 +552,7 @@ def build(profile: str = "demo", *, only: str | None = None, out: Path = DEFAULT
                     if n:
                         print(f"        stored the output of {n} checked cell(s) in {book_dir / entry}.ipynb")
             for entry in chapters(staging):  # executed or not (--only): the page must not show plumbing
-                prepare_page(staging / f"{entry}.ipynb", path_replacements(env))
+                prepare_page(staging / f"{entry}.ipynb", path_replacements(env), executed=entry in todo)
             print(claims.report(runs))  # which of the book's directional claims this run supports
             (out / "claims.txt").write_text(claims.report(runs) + "\n")
             if only:

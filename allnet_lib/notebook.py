@@ -317,3 +317,34 @@ def environment_summary(ctx: Context) -> str:
         f"({backend} {backend_version}) · {device_name(backend)}{place}\n"
         f"profile {ctx.profile.name} · data {display_path(ctx.data_dir)} ({data})"
     )
+
+
+#: The MIME prefix of a glued value that is not shown where it is computed (myst-nb's
+#: ``myst_nb.ext.glue.GLUE_PREFIX``; copied so that chapters need no myst-nb on Colab).
+GLUE_PREFIX = "application/papermill.record/"
+
+
+def glue(name: str, value, fmt: str | None = None) -> None:
+    """Hand a number computed by a chapter to its prose: ``notebook.glue("minutes", m, ".0f")`` in
+    a code cell, `` {glue:text}`minutes` `` in a markdown cell of the same chapter (book/CHAPTER_GUIDE.md,
+    'Numbers in prose').
+
+    The output is what ``myst_nb.glue(name, value, display=False)`` writes (a display output
+    under :data:`GLUE_PREFIX` with ``scrapbook`` metadata), so Jupyter Book pastes it into the
+    role, but this works without myst-nb (Colab). The value is glued as plain text, formatted
+    with ``fmt`` when given (``format(value, fmt)``); NumPy scalars become Python numbers first,
+    so the page never shows ``np.float64(...)``. In plain Jupyter nothing is shown for it, and the
+    markdown shows the role as written; the cell that computes a glued number also prints it.
+    """
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():
+        value = value.item()
+    text = format(value, fmt) if fmt else str(value)
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # no IPython: nothing to glue into
+        return
+    if get_ipython() is None:  # plain Python (a script, a test): no notebook to glue into
+        return
+    display({GLUE_PREFIX + "text/plain": repr(text)}, raw=True,
+            metadata={"scrapbook": {"name": name, "mime_prefix": GLUE_PREFIX}})
