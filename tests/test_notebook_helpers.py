@@ -49,9 +49,10 @@ def test_setup_prints_what_it_runs_on(data_root, capsys):
     assert len(lines) == 2
     line = " · ".join(lines)
     for part in ("profile smoke", f"Keras {keras.__version__}", f"({keras.backend.backend()} ",
-                 f"data {paths.demo_dir()} (synthetic demo set)", "Python 3."):
+                 f"data {notebook.display_path(paths.demo_dir())} (synthetic demo set)", "Python 3."):
         assert part in line
     assert " · CPU · " in line or " · GPU" in line or " · TPU" in line
+    assert "data $ALLNET_DATA/demo " in line and str(paths.demo_dir()) not in line, "no machine's path"
     assert ctx.runs_dir == paths.runs_root() / "smoke"
     assert ctx.on_colab is False
 
