@@ -44,6 +44,8 @@ ALLOWED: list[tuple[str, str]] = [
      "C-NMC's image sizes (450 px training, 600 px final test) and the report's 400 px crop: what the data is"),
     (r"\b(?:90|180|270)(?:-| )degrees?\b", "a right-angle rotation (geometry, not a measurement)"),
     (r"\b1,000(?:-way|-class| classes)\b", "ImageNet's 1,000 classes: the benchmark's definition"),
+    (r"\bKeras'?s? default(?: \w+)?(?: of)? \d+(?:\.\d+)?", "a Keras default, as its documentation states it"),
+    (r"\b95 ?% (?:confidence )?intervals?\b", "the level of the book's intervals, a setting of the bootstrap"),
     (r"(?<![\d.,/])[01](?![\d.,/]*\d)", "0 or 1: an interval's no-difference value, a probability's ends, "
      "a slope or ratio of one (a constant of the maths, not a measurement)"),
 ]
@@ -51,7 +53,7 @@ ALLOWED: list[tuple[str, str]] = [
 # A time written in words is as much a typed measurement as one in digits.
 WORD_TIME = re.compile(r"\b(?:(?:a|an|one|two|three|four|five|six|seven|eight|nine|ten|a few|few|"
                        r"several|many|half an?|a couple of)\s+(?:\w+\s+)?|in\s+)"
-                       r"(?:seconds?|minutes?|hours?|days?)\b", re.I)
+                       r"(?:seconds|minutes?|hours?|days?)\b", re.I)  # not "a second": "a second time"
 # ... except the smoke profile's budget, a rule that the tests enforce, not a measurement.
 WORD_TIME_ALLOWED: list[tuple[str, str]] = [
     (r"[Uu]nder a minute \(‹code›|every chapter in under a minute", "the smoke profile's budget per chapter (CHAPTER_GUIDE.md), "
