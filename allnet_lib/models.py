@@ -344,7 +344,28 @@ def _application(name: str, app: Callable, mode: str, shape, *, num_classes, wei
 
 
 def _build_vgg16(shape, **kwargs) -> keras.Model:
-    return _application("vgg16", keras.applications.VGG16, "caffe", shape, **kwargs)
+    model = _application("vgg16", keras.applications.VGG16, "caffe", shape, **kwargs)
+    if kwargs.get("weights") is None:
+        he_initialise(model)
+    return model
+
+
+def he_initialise(model: keras.Model) -> keras.Model:
+    """Redraw every convolution kernel from He's normal distribution (He et al. 2015), biases 0.
+
+    keras.applications' VGG16 draws its kernels Glorot-uniform, which for a ReLU layer halves the
+    signal's variance; without batch normalisation, 13 such layers shrink it about 2**13 = 8000
+    times in variance, and the network barely moves in a short run from scratch (Simonyan and
+    Zisserman trained their deepest nets by starting from shallower ones; He et al. showed that
+    their scaling trains VGG-style nets from scratch). Drawn from Keras' seeded generator, so
+    ``keras.utils.set_random_seed`` makes it reproducible."""
+    for layer in model.layers:
+        if isinstance(layer, layers.Conv2D):
+            kernel = layer.kernel
+            kernel.assign(keras.initializers.HeNormal()(kernel.shape, dtype=kernel.dtype))
+            if layer.bias is not None:
+                layer.bias.assign(keras.ops.zeros(layer.bias.shape, dtype=layer.bias.dtype))
+    return model
 
 
 def _build_resnet50(shape, **kwargs) -> keras.Model:

@@ -139,3 +139,23 @@ def test_balanced_accuracy_ignores_the_class_balance():
     metric.update_state(y, np.array([[0.1, 0.9], [0.9, 0.1], [0.3, 0.7], [0.6, 0.4]], "float32"))
     assert float(metric.result()) == pytest.approx((2 / 3 + 1) / 2)
     assert models.BalancedAccuracy.from_config(metric.get_config()).num_classes == 2
+
+
+def test_vgg16_from_scratch_starts_from_he_normal_kernels():
+    """Glorot-uniform (keras.applications' default) would give 1/fan_in-ish variances; He gives
+    2/fan_in, which keeps a ReLU network's signal from shrinking layer by layer."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = build_model("vgg16", 32)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert len(convs) == 13
+    for layer in convs:
+        kernel = np.asarray(layer.kernel)
+        fan_in = int(np.prod(kernel.shape[:-1]))
+        # HeNormal is a truncated normal with stddev sqrt(2 / fan_in) after truncation
+        assert kernel.std() == pytest.approx(np.sqrt(2.0 / fan_in), rel=0.1), layer.name
+        assert not np.asarray(layer.bias).any()
+    keras.utils.set_random_seed(0)
+    again = build_model("vgg16", 32)
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), again.get_weights()))
