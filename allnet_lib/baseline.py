@@ -8,8 +8,8 @@ subject-bootstrap intervals), and the result is a record of the same schema
 (:data:`evaluate.RECORD_SCHEMA`), so :func:`compare.results_table` puts it beside the CNNs.
 
 :func:`classical_leakage` repeats the leakage experiment of :func:`compare.leakage_experiment`
-with a classical model over several seeds, on the very same splits
-(:func:`compare.leakage_splits`): features are computed once, each fit takes a second, so the
+with a classical model over several seeds, on the very same halves and splits
+(:func:`compare.leakage_halves`): features are computed once, each fit takes a second, so the
 spread of the optimism gap over seeds can be measured, not guessed. :func:`leakage_over_seeds`,
 :func:`leakage_seeds_table` and :func:`leakage_seeds_verdict` summarise per-seed leakage results
 of any model family (they read only the result dicts).
@@ -282,17 +282,17 @@ def classical_baseline(split, *, features: pd.DataFrame | None = None,
 
 
 def classical_leakage(table: pd.DataFrame, *, model: str = "forest", seeds: Iterable[int] = (0, 1, 2, 3, 4),
-                      features: pd.DataFrame | None = None, heldout_size: float = 0.2,
-                      n_bootstrap: int = 1000, progress: bool = True) -> dict:
+                      features: pd.DataFrame | None = None, n_bootstrap: int = 1000,
+                      progress: bool = True) -> dict:
     """The leakage experiment of :func:`compare.leakage_experiment` with a classical model, for
     several seeds: ``{"model", "fit_on", "seeds", "summary"}``.
 
-    For each seed, :func:`compare.leakage_splits` sets whole subjects aside and splits the rest
-    by image and by subject; the model is fitted on each split's training + validation part and
-    evaluated on its own test part and on the held-out subjects. Each entry of ``"seeds"`` has
-    the format of ``leakage_experiment``'s result (so :func:`compare.leakage_verdict`,
-    :func:`compare.leakage_table` and :func:`plots.plot_leakage` read it), plus
-    ``"fit"[kind]`` with the training accuracy. ``"summary"`` is :func:`leakage_over_seeds`.
+    For each seed, :func:`compare.leakage_halves` puts whole subjects into two halves and splits
+    each half at random by image; the model is fitted on each half's training + validation part,
+    and every test cell is scored by its own half's model (people seen) and by the other half's
+    (people never seen). Each entry of ``"seeds"`` has the format of ``leakage_experiment``'s
+    result (so :func:`compare.leakage_verdict`, :func:`compare.leakage_table` and
+    :func:`plots.plot_leakage` read it). ``"summary"`` is :func:`leakage_over_seeds`.
     Features are computed once (or taken from ``features``: ``feature_table(table)`` or indexed
     by path)."""
     from allnet_lib import compare
@@ -307,31 +307,27 @@ def classical_leakage(table: pd.DataFrame, *, model: str = "forest", seeds: Iter
     name = MODEL_NAMES[model]
     per_seed = []
     for seed in seeds:
-        heldout, made = compare.leakage_splits(table, seed=seed, heldout_size=heldout_size)
-        result = compare.leakage_result_header(name, PROFILE_NAME, seed, heldout)
+        halves = compare.leakage_halves(table, seed=seed)
+        result = compare.leakage_result_header(name, PROFILE_NAME, seed, halves)
         result["fit_on"] = FIT_ON
-        result["fit"] = {}
-        for kind, split in made.items():
-            fitted = fit_classical(model, _fit_part(split), features, seed=seed)
-            tests = {"test": split.test, "heldout": heldout}
-            metrics = {}
-            for test, part in tests.items():
-                x = _rows(features, part)
-                metrics[test] = evaluate.metrics_from_predictions(
-                    part["y"].astype(int).to_numpy(), _p_all(fitted, x),
-                    subjects=part["subject"].astype(str).to_numpy(), n_bootstrap=n_bootstrap, seed=seed)
-            facts = fitted.allnet_facts
-            result["splits"][kind] = compare._split_facts(split)
-            result["results"][kind] = {k: compare._summary(m) for k, m in metrics.items()}
-            result["records"][kind] = None  # nothing written to disk: refitting takes a second
-            result["reused"][kind] = False
-            result["fit"][kind] = {"train_accuracy": facts["train_accuracy"], "n_fit": facts["n_fit"],
-                                   "fit_seconds": facts["fit_seconds"], "fit_on": FIT_ON}
-        result["optimism_gap"] = compare._gap(result["results"]["image"])
-        result["subject_split_gap"] = compare._gap(result["results"]["subject"])
-        per_seed.append(evaluate._jsonable(result))
+        fitted = {h: fit_classical(model, _fit_part(split), features, seed=seed) for h, split in halves.items()}
+        own, held = [], []
+        for h, other in zip(compare.HALVES, reversed(compare.HALVES)):
+            test = halves[h].test
+            x = _rows(features, test)
+            base = {"filename": test["filename"].astype(str).to_numpy(), "subject": test["subject"].astype(str).to_numpy(),
+                    "y": test["y"].astype(int).to_numpy()}
+            own.append(pd.DataFrame({**base, "p_all": _p_all(fitted[h], x)}))
+            held.append(pd.DataFrame({**base, "p_all": _p_all(fitted[other], x)}))
+            facts = fitted[h].allnet_facts
+            result["halves"][h]["split"] = compare._split_facts(halves[h])
+            result["halves"][h]["fit"] = {"train_accuracy": facts["train_accuracy"], "n_fit": facts["n_fit"],
+                                          "fit_seconds": facts["fit_seconds"], "fit_on": FIT_ON}
+            result["records"][h] = None  # nothing written to disk: refitting takes a second
+            result["reused"][h] = False
+        per_seed.append(compare._finish_leakage(result, own, held, seed=seed, n_bootstrap=n_bootstrap))
     return {"model": name, "description": DESCRIPTION, "fit_on": FIT_ON,
-            "heldout_size": heldout_size, "seeds": per_seed, "summary": leakage_over_seeds(per_seed)}
+            "seeds": per_seed, "summary": leakage_over_seeds(per_seed)}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -18,11 +18,13 @@ from pathlib import Path
 
 #: Every directional claim the book checks: name -> the claim, as a sentence.
 CLAIMS: dict[str, str] = {
-    "leakage_cnn": ("a random image split scores higher on its own test part than on held-out "
-                    "subjects, for the profile's CNN (positive gap in most seeds and on average)"),
+    "leakage_cnn": ("the same test cells score higher when the model saw their people (random image "
+                    "split) than when it did not, for the profile's CNN (positive gap in most seeds "
+                    "and on average)"),
     "leakage_cnn_fitted": "the leakage experiment's CNN fitted its training part in every seed",
-    "leakage_classical": ("a random image split scores higher on its own test part than on "
-                          "held-out subjects, for the classical baseline (most seeds and on average)"),
+    "leakage_classical": ("the same test cells score higher when the model saw their people (random "
+                          "image split) than when it did not, for the classical baseline (most seeds "
+                          "and on average)"),
     "cnns_beat_always_all": "every CNN's balanced accuracy on the test subjects is above 0.5 (always-ALL)",
     "cnn_matches_classical": ("at least one CNN's balanced accuracy on the test subjects is at or above "
                               "the best classical baseline's"),

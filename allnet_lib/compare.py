@@ -382,93 +382,125 @@ def load_records(out_dir, pattern: str = RECORD_NAME) -> list[dict]:
 
 LEAKAGE_NAME = "leakage.json"
 LEAKAGE_MIN_SUBJECTS = 4
-LEAKAGE_VAL_SIZE = 0.15  # both splits get their own validation part: picking the epoch is part of the method
-TRAINED_ON = {"image": "image-level split", "subject": "subject-level split"}
-EVALUATED_ON = {"test": "own test part", "heldout": "held-out subjects"}
+LEAKAGE_VAL_SIZE = 0.15  # each half gets its own validation part: picking the epoch is part of the method
+HALVES = ("A", "B")
+TRAINED_ON = {"image": "random image split of one half of the people"}
+EVALUATED_ON = {"test": "own test cells (people seen in training)",
+                "heldout": "the same cells, scored by the model that never saw these people"}
 
 
 def leakage_experiment(model_name: str, table: pd.DataFrame, profile, *, out_dir=None, seed: int = 0,
-                       heldout_size: float = 0.2, test_size: float = DEFAULT_TEST_SIZE,
-                       val_size: float = LEAKAGE_VAL_SIZE, reuse: bool = True, progress: bool = True,
-                       kinds: Iterable[str] = ("image", "subject"), log=print) -> dict:
-    """Does a random image-level split overstate performance on new people, and by how much?
+                       test_size: float = DEFAULT_TEST_SIZE, val_size: float = LEAKAGE_VAL_SIZE,
+                       reuse: bool = True, progress: bool = True, log=print) -> dict:
+    """Does a random image split overstate performance on new people, and by how much?
 
-    1. Carve out ``heldout_size`` of the images as whole subjects that no model will see.
-    2. Split the rest twice into train, validation and test: (a) randomly by image, as the 2019
-       report did, so the same people appear on every side; (b) by subject.
-    3. Train the same model with the same profile on each, and evaluate each on its own test part
-       and on the held-out subjects.
+    A paired design ("crossed halves"), so that the two scores compared are scores of the same
+    cells and differ only in whether the model had seen the person:
 
-    ``kinds`` picks which of the two splits to train on (the optimism gap needs only "image").
-    The image-level split's own-test score minus its held-out score is the *optimism gap*. The
-    result dict (also written to ``out_dir/leakage.json``) holds the numbers with subject-level
-    bootstrap CIs; records go to ``out_dir/{image,subject}/``. Reuse works as in compare_models.
+    1. Split the people into two halves, A and B (whole subjects, classes balanced).
+    2. Within each half, split the images at random into train, validation and test, as the 2019
+       report split all of its images; train the same model with the same profile on each half.
+    3. Every test cell is scored twice: by its own half's model, which saw other cells of that
+       person (*own test*), and by the other half's model, which never saw the person
+       (*held-out*). The *optimism gap* is own-test minus held-out score over all test cells.
+
+    Comparing a random split's test part with *other* held-out people instead mixes the leak with
+    how hard those particular people happen to be, which varies more from seed to seed than the
+    leak itself. The result dict (also written to ``out_dir/leakage.json``) holds both pooled
+    scores with subject-level bootstrap CIs, each half's split facts and fit; records go to
+    ``out_dir/half_{A,B}/``. Reuse works as in compare_models.
     """
     _check_model_names([model_name])
-    heldout, made = leakage_splits(table, seed=seed, heldout_size=heldout_size, test_size=test_size,
-                                   val_size=val_size)
+    halves = leakage_halves(table, seed=seed, test_size=test_size, val_size=val_size)
     out_dir = Path(out_dir) if out_dir is not None else _default_leakage_dir(model_name, profile, seed)
-    result = leakage_result_header(model_name, profile.name, seed, heldout)
-    kinds = [k for k in made if k in set(kinds)]
-    if "image" not in kinds:
-        raise ValueError(f"kinds={kinds!r}: the leakage experiment needs the image split ('image')")
-    for kind in kinds:
-        split = made[kind]
-        log(f"leakage experiment: {TRAINED_ON[kind]} ({split.name})")
-        recs, was_reused = run_model(model_name, split, profile, out_dir / kind, reuse=reuse,
-                                     extra_tests={"heldout": heldout}, progress=progress, log=log)
-        result["splits"][kind] = _split_facts(split)
-        result["results"][kind] = {k: _summary(r["metrics"]) for k, r in recs.items()}
-        where = _record_paths(out_dir / kind, {"heldout": None})
-        result["records"][kind] = {k: str(p) for k, p in where.items()}
-        result["reused"][kind] = was_reused
-        result.setdefault("_records", {})[kind] = recs
-    result["fit"] = {kind: _fit_facts(recs) for kind, recs in result.pop("_records", {}).items()}
+    result = leakage_result_header(model_name, profile.name, seed, halves)
+    records = {}
+    for name, other in zip(HALVES, reversed(HALVES)):
+        split = halves[name]
+        log(f"leakage experiment: half {name} ({split.name}; its test cells are also scored by "
+            f"half {other}'s model)")
+        recs, was_reused = run_model(model_name, split, profile, out_dir / f"half_{name}", reuse=reuse,
+                                     extra_tests={"heldout": halves[other].test}, progress=progress, log=log)
+        records[name] = recs
+        result["halves"][name]["split"] = _split_facts(split)
+        result["halves"][name]["fit"] = _fit_facts(recs)
+        result["records"][name] = {k: str(p) for k, p in
+                                   _record_paths(out_dir / f"half_{name}", {"heldout": None}).items()}
+        result["reused"][name] = was_reused
+    own = [evaluate.predictions_frame(records[h]["test"]) for h in HALVES]
+    # half A's test cells scored by B's model are B's "heldout" predictions, and vice versa
+    held = [evaluate.predictions_frame(records[other]["heldout"]) for other in reversed(HALVES)]
+    return _finish_leakage(result, own, held, seed=seed, out_dir=out_dir)
+
+
+def _finish_leakage(result: dict, own: list[pd.DataFrame], held: list[pd.DataFrame], *, seed: int,
+                    out_dir=None, n_bootstrap: int = 1000) -> dict:
+    """Pool each half's own-test and held-out predictions (the same cells in the same order) into
+    ``results["image"]``, ``splits["image"]``, ``fit["image"]`` and ``optimism_gap``."""
+    own_frame, held_frame = pd.concat(own, ignore_index=True), pd.concat(held, ignore_index=True)
+    if list(own_frame["filename"]) != list(held_frame["filename"]):
+        raise AssertionError("leakage experiment: the own-test and held-out predictions are not of the same cells")
+    result["results"]["image"] = {
+        part: _summary(evaluate.metrics_from_predictions(
+            frame["y"].astype(int).to_numpy(), frame["p_all"].astype(float).to_numpy(),
+            subjects=frame["subject"].astype(str).to_numpy(), n_bootstrap=n_bootstrap, seed=seed))
+        for part, frame in (("test", own_frame), ("heldout", held_frame))}
+    facts = [result["halves"][h]["split"] for h in HALVES]
+    result["splits"]["image"] = {
+        "name": " + ".join(f["name"] for f in facts),
+        **{k: sum(f[k] for f in facts) for k in ("n_train", "n_val", "n_test", "test_subjects",
+                                                  "test_subjects_seen_in_training")}}
+    fits = [result["halves"][h]["fit"] for h in HALVES]
+    accuracies = [f["train_accuracy"] for f in fits if f.get("train_accuracy") is not None]
+    result["fit"] = {"image": {"train_accuracy": min(accuracies) if accuracies else None,
+                               "fitted": None if not accuracies else min(accuracies) >= FIT_THRESHOLD,
+                               "per_half": {h: f.get("train_accuracy") for h, f in zip(HALVES, fits)}}}
     result["optimism_gap"] = _gap(result["results"]["image"])
-    if "subject" in result["results"]:
-        result["subject_split_gap"] = _gap(result["results"]["subject"])
     result = evaluate._jsonable(result)
-    _write_json(out_dir / LEAKAGE_NAME, result)
+    if out_dir is not None:
+        _write_json(Path(out_dir) / LEAKAGE_NAME, result)
     return result
 
 
-def leakage_splits(table: pd.DataFrame, *, seed: int = 0, heldout_size: float = 0.2,
-                   test_size: float = DEFAULT_TEST_SIZE, val_size: float = LEAKAGE_VAL_SIZE):
-    """The leakage experiment's data: ``(heldout, {"image": Split, "subject": Split})``.
+def leakage_halves(table: pd.DataFrame, *, seed: int = 0, test_size: float = DEFAULT_TEST_SIZE,
+                   val_size: float = LEAKAGE_VAL_SIZE) -> dict:
+    """The leakage experiment's data: ``{"A": Split, "B": Split}``, each a random image split of
+    one half of the people (whole subjects to a half, each class halved).
 
-    Whole subjects (``heldout_size`` of the images) are set aside first; the rest is split twice,
-    by image (the report's way) and by subject. One function for every model family (CNNs and the
-    classical baseline), so their gaps are measured on the same people for the same seed."""
+    One function for every model family (CNNs and the classical baseline), so their gaps are
+    measured on the same cells for the same seed."""
     from allnet_lib import split as splits
 
     table = splits.training_rows(table)
     _check_leakage_subjects(table)
     try:
-        outer = splits.subject_split(table, test_size=heldout_size, seed=seed)
-        heldout = outer.test
-        rest = pd.concat([outer.train, outer.val], ignore_index=True)
-        made = {
-            "image": splits.random_image_split(rest, test_size=test_size, val_size=val_size, seed=seed),
-            "subject": splits.subject_split(rest, test_size=test_size, val_size=val_size, seed=seed),
-        }
+        halves = splits.subject_split(table, test_size=0.5, seed=seed)
+        parts = {"A": halves.train, "B": halves.test}
+        return {name: splits.random_image_split(part, test_size=test_size, val_size=val_size, seed=seed)
+                for name, part in parts.items()}
     except ValueError as error:
-        raise ValueError(f"cannot make the leakage experiment's splits (held-out subjects, then "
-                         f"train/val/test of the rest): {error}") from error
-    return heldout, made
+        raise ValueError(f"cannot make the leakage experiment's halves (whole subjects to two halves, "
+                         f"then a random image split of each): {error}") from error
 
 
-def leakage_result_header(model_name: str, profile_name: str, seed: int, heldout: pd.DataFrame) -> dict:
-    """The start of a leakage result dict; ``splits``, ``results``, ``records`` and ``reused`` are
-    filled per split kind, then ``optimism_gap`` and ``subject_split_gap`` by :func:`_gap`."""
+def leakage_result_header(model_name: str, profile_name: str, seed: int, halves: Mapping) -> dict:
+    """The start of a leakage result dict: who was in which half. ``halves[h]["split"]`` and
+    ``["fit"]``, ``records`` and ``reused`` are filled per half, then the pooled ``results``,
+    ``splits``, ``fit`` and ``optimism_gap`` by :func:`_finish_leakage`."""
     from allnet_lib import split as splits
 
+    def people(split) -> dict:
+        rows = pd.concat([split.train, split.val, split.test], ignore_index=True)
+        return {"subjects": sorted(set(rows["subject"].astype(str))), "n_images": len(rows),
+                "counts": {c: int((rows["label"] == c).sum()) for c in CLASSES},
+                "manifest_hash": splits.manifest_hash(rows)}
+
     return {
-        "model": model_name, "profile": profile_name, "seed": seed,
-        "note": ("optimism_gap = (image-level split, own test) - (image-level split, held-out "
-                 "subjects): how much of the image split's score came from people seen in training"),
-        "heldout": {"subjects": sorted(set(heldout["subject"].astype(str))), "n_images": len(heldout),
-                    "counts": {c: int((heldout["label"] == c).sum()) for c in CLASSES},
-                    "manifest_hash": splits.manifest_hash(heldout)},
+        "model": model_name, "profile": profile_name, "seed": seed, "design": "crossed halves",
+        "note": ("optimism_gap = score of the test cells by the model of their own half (which saw "
+                 "other cells of the same people) - score of the same cells by the other half's "
+                 "model (which never saw these people)"),
+        "halves": {name: people(split) for name, split in halves.items()},
         "splits": {}, "results": {}, "records": {}, "reused": {},
     }
 
@@ -491,15 +523,12 @@ LEAKAGE_SEEDS_NAME = "leakage_seeds_{model}.json"  # one per model: several mode
 
 
 def leakage_seeds(model_name: str, table: pd.DataFrame, profile, *, seeds: Iterable[int] | None = None,
-                  out_dir=None, heldout_size: float = 0.2, with_subject_split: bool = False,
-                  reuse: bool = True, progress: bool = True, log=print) -> dict:
-    """The leakage experiment of a CNN over several seeds (each seed: other held-out people, other
+                  out_dir=None, reuse: bool = True, progress: bool = True, log=print) -> dict:
+    """The leakage experiment of a CNN over several seeds (each seed: other halves of people, other
     splits, other initial weights), as the classical baseline's :func:`allnet_lib.baseline.classical_leakage`.
 
-    Every seed trains the image split (its optimism gap is the measurement); with
-    ``with_subject_split`` the first seed also trains the subject split, for the full picture of
-    one run (the classical baseline shows that picture for every seed in seconds). ``seeds`` defaults to the profile's
-    ``leakage_seeds``; the profile's ``leakage_epochs`` (when set) replaces its ``epochs``, so the
+    Every seed trains the model twice (once per half, see :func:`leakage_experiment`). ``seeds``
+    defaults to the profile's ``leakage_seeds``; the profile's ``leakage_epochs`` (when set) replaces its ``epochs``, so the
     model is trained until it fits its training part. Returns ``{"model", "profile", "seeds":
     [per-seed results as leakage_experiment's], "summary": leakage_over_seeds(...)}``, also written
     to ``out_dir/leakage_seeds_<model>.json``."""
@@ -512,11 +541,9 @@ def leakage_seeds(model_name: str, table: pd.DataFrame, profile, *, seeds: Itera
     per_seed = []
     for k, seed in enumerate(seeds):
         log(f"leakage experiment, seed {seed} ({k + 1} of {len(seeds)})")
-        kinds = ("image", "subject") if k == 0 and with_subject_split else ("image",)
         per_seed.append(leakage_experiment(model_name, table, profile.replace(seed=seed),
-                                           out_dir=base / f"{model_name}-s{seed}",
-                                           seed=seed, heldout_size=heldout_size, reuse=reuse,
-                                           progress=progress, kinds=kinds, log=log))
+                                           out_dir=base / f"{model_name}-s{seed}", seed=seed,
+                                           reuse=reuse, progress=progress, log=log))
     result = {"model": model_name, "profile": profile.name, "epochs": profile.epochs, "seeds": per_seed,
               "summary": leakage_over_seeds(per_seed)}
     result = evaluate._jsonable(result)
@@ -525,13 +552,15 @@ def leakage_seeds(model_name: str, table: pd.DataFrame, profile, *, seeds: Itera
 
 
 def _check_leakage_subjects(table: pd.DataFrame) -> None:
-    """Fail before any training when the data has too few people for four subject-disjoint groups."""
+    """Fail before any training when the data has too few people for two halves, each with
+    people of both classes in its training, validation and test parts."""
     counts = table.groupby("label")["subject"].nunique()
     short = {c: int(counts.get(c, 0)) for c in CLASSES if counts.get(c, 0) < LEAKAGE_MIN_SUBJECTS}
     if short:
         raise ValueError(
             f"the leakage experiment needs at least {LEAKAGE_MIN_SUBJECTS} subjects of each class "
-            "(held-out, test, validation and training people must differ), but the data has "
+            "(two halves of people, each split at random into training, validation and test "
+            "cells), but the data has "
             f"{short}. Use the real data or a larger demo set (`allnet demo-data --n-images 1200` "
             "or more).")
 
@@ -587,8 +616,8 @@ def load_leakage(out_dir) -> dict:
 def leakage_verdict(result: dict, metric: str = "accuracy") -> str:
     """One sentence saying what the leakage experiment found, from its numbers alone.
 
-    The optimism gap is the image split's score on its own test part minus its score on the
-    held-out subjects. Whether that gap means anything depends on the two 95 % intervals (over
+    The optimism gap is the test cells' score by the models that saw their people minus the same
+    cells' score by the models that did not (see :func:`leakage_experiment`). Whether that gap means anything depends on the two 95 % intervals (over
     subjects): a gap whose intervals overlap is not told apart from noise by this run. The
     sentence is computed, so a page never claims a direction the run did not show."""
     image = result["results"]["image"]
@@ -598,8 +627,8 @@ def leakage_verdict(result: dict, metric: str = "accuracy") -> str:
     own_ci = image["test"].get(f"{metric}_ci") or (None, None)
     held_ci = image["heldout"].get(f"{metric}_ci") or (None, None)
     gap = own - held
-    facts = (f"{metric} {own:.3f} on its own test part (people seen in training) vs {held:.3f} on "
-             f"held-out subjects, gap {gap:+.3f}")
+    facts = (f"{metric} {own:.3f} on test cells of people seen in training vs {held:.3f} on the "
+             f"same cells by the model that never saw these people, gap {gap:+.3f}")
     if None not in (*own_ci, *held_ci):
         facts += f"; 95% intervals [{own_ci[0]:.3f}, {own_ci[1]:.3f}] and [{held_ci[0]:.3f}, {held_ci[1]:.3f}]"
         separated = own_ci[0] > held_ci[1] if gap > 0 else own_ci[1] < held_ci[0]
@@ -664,14 +693,14 @@ def _score(result: dict, kind: str, test: str, metric: str):
 
 
 def leakage_over_seeds(per_seed: list[dict], metric: str = "accuracy") -> dict:
-    """The leakage experiment over seeds: for the optimism gap (image split: own test minus
-    held-out subjects) and the subject split's gap, their mean, sample standard deviation
-    (ddof=1; None for one seed), min, max, a 95 % t-interval of the mean over seeds (``ci95``;
-    the seeds share one data set, so it describes split-to-split variation), each seed's value
-    and how many seeds had a positive gap; the mean own-test and held-out scores of each split kind. Seeds where ``metric`` is
-    undefined are left out of the numbers and counted in ``n_undefined``."""
-    seeds, gaps, subject_gaps, undefined = [], [], [], []
-    scores: dict[str, dict[str, list[float]]] = {k: {"test": [], "heldout": []} for k in ("image", "subject")}
+    """The leakage experiment over seeds: the optimism gap's mean, sample standard deviation
+    (ddof=1; None for one seed), min, max, a 95 % t-interval of the mean over seeds (``ci95``; the
+    seeds share one data set, so it describes split-to-split variation), each seed's value and how
+    many seeds had a positive gap; the mean own-test and held-out scores; each seed's training
+    accuracy (the lower of its two halves). Seeds where ``metric`` is undefined are left out of
+    the numbers and counted in ``n_undefined``."""
+    seeds, gaps, undefined = [], [], []
+    scores: dict[str, list[float]] = {"test": [], "heldout": []}
     for result in per_seed:
         gap = (result.get("optimism_gap") or {}).get(metric)
         if gap is None:
@@ -679,54 +708,44 @@ def leakage_over_seeds(per_seed: list[dict], metric: str = "accuracy") -> dict:
             continue
         seeds.append(result.get("seed"))
         gaps.append(float(gap))
-        sub = (result.get("subject_split_gap") or {}).get(metric)
-        subject_gaps.append(None if sub is None else float(sub))
-        for kind in scores:
-            for test in ("test", "heldout"):
-                value = _score(result, kind, test, metric)
-                if value is not None:
-                    scores[kind][test].append(float(value))
+        for test in scores:
+            value = _score(result, "image", test, metric)
+            if value is not None:
+                scores[test].append(float(value))
     optimism = _spread(gaps)
     optimism["values"] = gaps
-    subject = _spread([g for g in subject_gaps if g is not None])
-    subject["values"] = subject_gaps
+    mean = {test: (float(np.mean(v)) if v else None) for test, v in scores.items()}
     return {
         "metric": metric, "n_seeds": len(seeds), "seeds": seeds, "n_undefined": len(undefined),
-        "undefined_seeds": undefined,
-        "optimism_gap": optimism, "subject_split_gap": subject,
-        "mean_score": {kind: {test: (float(np.mean(v)) if v else None) for test, v in tests.items()}
-                       for kind, tests in scores.items()},
-        "mean_heldout": (float(np.mean(scores["image"]["heldout"])) if scores["image"]["heldout"] else None),
+        "undefined_seeds": undefined, "optimism_gap": optimism,
+        "mean_score": {"image": mean}, "mean_heldout": mean["heldout"],
         "train_accuracy": [((r.get("fit") or {}).get("image") or {}).get("train_accuracy") for r in per_seed],
         "model": per_seed[0].get("model") if per_seed else None,
     }
 
 
 def leakage_seeds_table(per_seed: list[dict], metric: str = "accuracy") -> pd.DataFrame:
-    """One row per seed: the image split's own-test and held-out ``metric`` and their gap, the
-    same for the subject split, and the held-out subjects and images."""
+    """One row per seed: ``metric`` of the test cells scored by the model that saw their people
+    (own test) and by the one that did not (held-out), the gap, the training accuracy (the lower
+    half's), and how many people and test cells the seed scored."""
     rows = []
     for result in per_seed:
-        heldout = result.get("heldout") or {}
-        row = {"seed": result.get("seed"),
-               "image_own_test": _score(result, "image", "test", metric),
-               "image_heldout": _score(result, "image", "heldout", metric),
-               "optimism_gap": (result.get("optimism_gap") or {}).get(metric),
-               "subject_own_test": _score(result, "subject", "test", metric),
-               "subject_heldout": _score(result, "subject", "heldout", metric),
-               "subject_split_gap": (result.get("subject_split_gap") or {}).get(metric),
-               "heldout_subjects": len(heldout.get("subjects") or []),
-               "heldout_images": heldout.get("n_images")}
-        rows.append(row)
-    columns = ["seed", "image_own_test", "image_heldout", "optimism_gap", "subject_own_test",
-               "subject_heldout", "subject_split_gap", "heldout_subjects", "heldout_images"]
-    table = pd.DataFrame(rows, columns=columns)
-    return table.apply(pd.to_numeric, errors="coerce")
+        facts = (result.get("splits") or {}).get("image") or {}
+        halves = result.get("halves") or {}
+        rows.append({"seed": result.get("seed"),
+                     "own_test": _score(result, "image", "test", metric),
+                     "heldout": _score(result, "image", "heldout", metric),
+                     "optimism_gap": (result.get("optimism_gap") or {}).get(metric),
+                     "train_accuracy": ((result.get("fit") or {}).get("image") or {}).get("train_accuracy"),
+                     "subjects": sum(len(h.get("subjects") or []) for h in halves.values()),
+                     "test_images": facts.get("n_test")})
+    columns = ["seed", "own_test", "heldout", "optimism_gap", "train_accuracy", "subjects", "test_images"]
+    return pd.DataFrame(rows, columns=columns).apply(pd.to_numeric, errors="coerce")
 
 
 def leakage_shown(summary: dict) -> bool | None:
-    """Whether :func:`leakage_over_seeds` shows the image split scoring higher on its own test part
-    than on held-out subjects: a positive gap in more than half of the seeds and on average (the
+    """Whether :func:`leakage_over_seeds` shows the same cells scoring higher when the model had
+    seen their people (own test) than when it had not (held-out): a positive gap in more than half of the seeds and on average (the
     rule :func:`leakage_seeds_verdict` words). None when no seed gave a defined gap."""
     gap = summary.get("optimism_gap") or {}
     n = int(gap.get("n") or 0)
@@ -736,7 +755,7 @@ def leakage_shown(summary: dict) -> bool | None:
 
 
 def leakage_fitted(summary: dict) -> bool | None:
-    """Whether the image-split model fitted its training part (FIT_THRESHOLD) in every seed."""
+    """Whether the models fitted their training parts (FIT_THRESHOLD) in every seed."""
     fits = [a for a in summary.get("train_accuracy") or [] if a is not None]
     return None if not fits else all(a >= FIT_THRESHOLD for a in fits)
 
@@ -757,12 +776,7 @@ def leakage_seeds_verdict(summary: dict) -> str:
     spread = f" ± {sd:.3f} (SD)" if sd is not None else ""
     seeds = "seed" if n == 1 else "seeds"
     rng = f", range {gap['min']:+.3f} to {gap['max']:+.3f}" if n > 1 else ""
-    subject = summary.get("subject_split_gap") or {}
     contrast = ""
-    if subject.get("mean") is not None:
-        sub_sd = f" ± {subject['std']:.3f}" if subject.get("std") is not None else ""
-        contrast = (f" The subject-level split's own test part differed from held-out subjects by "
-                    f"{subject['mean']:+.3f}{sub_sd} on average.")
     ci = gap.get("ci95")
     if ci is None:
         noise = " One seed shows no spread: run more seeds before drawing a conclusion."
@@ -774,16 +788,17 @@ def leakage_seeds_verdict(summary: dict) -> str:
     fits = [a for a in summary.get("train_accuracy") or [] if a is not None]
     unfit = [a for a in fits if a < FIT_THRESHOLD]
     if unfit:
-        contrast += (f" In {len(unfit)} of {len(fits)} seeds the image-split model did not fit its "
+        contrast += (f" In {len(unfit)} of {len(fits)} seeds a model did not fit its "
                      f"training part (training accuracy {min(unfit):.2f} at the chosen epoch, below "
                      f"{FIT_THRESHOLD:.2f}): a model that has not learnt its training cells cannot "
                      "show how much memorising people helps, so its gap says little about the leak.")
     if leakage_shown(summary):
-        return (f"Over {n} {seeds}{who} the random image split scored {mean:.3f}{spread} higher "
-                f"{metric} on its own test part than on held-out subjects (gap positive in {pos} of "
-                f"{n} {seeds}{rng}).{noise}{contrast}")
+        return (f"Over {n} {seeds}{who} the same test cells scored {mean:.3f}{spread} higher "
+                f"{metric} when the model had seen other cells of their people (a random image "
+                f"split) than when it had not (a subject split): gap positive in {pos} of "
+                f"{n} {seeds}{rng}.{noise}{contrast}")
     direction = "lower" if mean < 0 else "higher"
-    return (f"Over {n} {seeds}{who} the random image split's own-test {metric} was not reliably "
-            f"higher than on held-out subjects: mean gap {mean:+.3f}{spread} ({abs(mean):.3f} "
+    return (f"Over {n} {seeds}{who} the test cells' {metric} was not reliably higher when the "
+            f"model had seen their people than when it had not: mean gap {mean:+.3f}{spread} ({abs(mean):.3f} "
             f"{direction} on average), positive in only {pos} of {n} {seeds}{rng}. These runs do "
             f"not show that the image split overstates the score on new people.{contrast}")

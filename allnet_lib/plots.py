@@ -362,36 +362,31 @@ def plot_results(records_or_table, metrics: Sequence[str] = ("accuracy", "weight
 
 
 def plot_leakage(result: dict, metric: str = "accuracy", *, ax=None):
-    """The leakage experiment in one chart: for each way of splitting (image-level, subject-level),
-    the score on its own test part next to the score on subjects neither model saw.
-
-    The gap between the two bars of the image-level split is the optimism a random split buys.
+    """The leakage experiment in one chart: the same test cells scored by models that had seen
+    other cells of their people (a random image split) and by models that had not (a subject
+    split), with 95 % subject-bootstrap intervals. The difference is the optimism a random split buys.
     """
-    from allnet_lib.compare import leakage_table
+    from allnet_lib.compare import EVALUATED_ON, leakage_table
 
-    table = leakage_table(result)
+    table = leakage_table(result).set_index("evaluated_on").reindex(list(EVALUATED_ON.values()))
     if ax is None:
         _, ax = plt.subplots(figsize=(6.0, 4.0))
-    trained = list(dict.fromkeys(table["trained_on"]))
-    width = 0.38
-    colors = {"own test part": "#9aa9c9", "held-out subjects": "#34495e"}
-    for k, (evaluated, color) in enumerate(colors.items()):
-        rows = table[table["evaluated_on"] == evaluated].set_index("trained_on").reindex(trained)
-        x = np.arange(len(trained)) + (k - 0.5) * width
-        values = rows[metric].to_numpy(float)
-        err = np.vstack([values - rows[f"{metric}_ci_low"].to_numpy(float),
-                         rows[f"{metric}_ci_high"].to_numpy(float) - values])
-        bars = ax.bar(x, np.nan_to_num(values), width, yerr=np.nan_to_num(np.clip(err, 0, None)),
-                      capsize=4, color=color, label=evaluated)
-        ax.bar_label(bars, labels=[f"{v:.2f}" if np.isfinite(v) else "n/a" for v in values],
-                     padding=2, fontsize=8, label_type="center", color="white")
-    ax.set_xticks(np.arange(len(trained)), trained)
+    labels = ["people seen in training\n(random image split)", "people never seen\n(subject split)"]
+    values = table[metric].to_numpy(float)
+    err = np.vstack([values - table[f"{metric}_ci_low"].to_numpy(float),
+                     table[f"{metric}_ci_high"].to_numpy(float) - values])
+    bars = ax.bar(np.arange(2), np.nan_to_num(values), 0.6, yerr=np.nan_to_num(np.clip(err, 0, None)),
+                  capsize=4, color=["#9aa9c9", "#34495e"], hatch=["", "//"], edgecolor="white")
+    ax.bar_label(bars, labels=[f"{v:.2f}" if np.isfinite(v) else "n/a" for v in values],
+                 padding=2, fontsize=8, label_type="center", color="white")
+    ax.set_xticks(np.arange(2), labels)
     _unit_axis(ax)
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     gap = result.get("optimism_gap", {}).get(metric)
     gap_text = f"; optimism of the image split: {gap:+.3f}" if gap is not None else ""
-    ax.set_title(f"{result.get('model', '')}: own test vs unseen subjects{gap_text}", fontsize=10)
-    ax.legend(fontsize=8, loc="upper center", ncol=2)
+    n = table["n_images"].iloc[0]
+    ax.set_title(f"{result.get('model', '')}, seed {result.get('seed', '?')}: the same {n:.0f} test "
+                 f"cells{gap_text}", fontsize=10)
     return ax
 
 

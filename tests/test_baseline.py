@@ -222,19 +222,26 @@ def test_classical_leakage_results_work_with_the_leakage_tools(painted, painted_
     assert result["model"] == "features+logreg" and result["fit_on"] == "train+val"
     assert [r["seed"] for r in result["seeds"]] == [0, 1]
     for seed_result in result["seeds"]:
-        heldout, made = compare.leakage_splits(table, seed=seed_result["seed"])
-        assert seed_result["heldout"]["subjects"] == sorted(set(heldout["subject"]))
-        assert seed_result["splits"]["image"] == compare._split_facts(made["image"])
-        assert seed_result["splits"]["image"]["test_subjects_seen_in_training"] > 0
-        assert seed_result["splits"]["subject"]["test_subjects_seen_in_training"] == 0
-        for kind in ("image", "subject"):
-            assert 0 <= seed_result["fit"][kind]["train_accuracy"] <= 1
-            own, held = seed_result["results"][kind]["test"], seed_result["results"][kind]["heldout"]
-            assert seed_result["optimism_gap" if kind == "image" else "subject_split_gap"]["accuracy"] == \
-                pytest.approx(own["accuracy"] - held["accuracy"])
-        assert "random image split" in compare.leakage_verdict(seed_result)
+        halves = compare.leakage_halves(table, seed=seed_result["seed"])
+        people = {h: set(pd.concat([s.train, s.val, s.test])["subject"]) for h, s in halves.items()}
+        assert not people["A"] & people["B"]  # whole people to one half
+        assert people["A"] | people["B"] == set(table["subject"])
+        for h, split in halves.items():
+            assert seed_result["halves"][h]["subjects"] == sorted(people[h])
+            assert seed_result["halves"][h]["split"] == compare._split_facts(split)
+            assert seed_result["halves"][h]["split"]["test_subjects_seen_in_training"] > 0
+            assert 0 <= seed_result["halves"][h]["fit"]["train_accuracy"] <= 1
+        # both scores are of the same cells: every test cell of both halves
+        own, held = seed_result["results"]["image"]["test"], seed_result["results"]["image"]["heldout"]
+        n_test = sum(len(split.test) for split in halves.values())
+        assert own["n_images"] == held["n_images"] == n_test
+        assert own["n_subjects"] == held["n_subjects"]
+        assert seed_result["optimism_gap"]["accuracy"] == pytest.approx(own["accuracy"] - held["accuracy"])
+        assert seed_result["fit"]["image"]["train_accuracy"] == min(
+            seed_result["halves"][h]["fit"]["train_accuracy"] for h in halves)
+        assert "people seen in training" in compare.leakage_verdict(seed_result)
         rows = compare.leakage_table(seed_result)
-        assert len(rows) == 4 and rows["accuracy"].between(0, 1).all()
+        assert len(rows) == 2 and rows["accuracy"].between(0, 1).all()
     ax = plots.plot_leakage(result["seeds"][0])
     plots.plt.close(ax.figure)
     summary = result["summary"]
@@ -250,20 +257,20 @@ def test_classical_leakage_results_work_with_the_leakage_tools(painted, painted_
 # ----------------------------------------------------------------------------------------------
 
 
-def fake_result(seed, own, held, sub_own=0.8, sub_held=0.8, n_heldout=3):
+def fake_result(seed, own, held, n_subjects=6, train_accuracy=0.95):
     def summary(v):
         return {"accuracy": v, "accuracy_ci": None}
 
     return {"model": "m", "seed": seed,
-            "heldout": {"subjects": [f"S{i}" for i in range(n_heldout)], "n_images": 10 * n_heldout},
-            "results": {"image": {"test": summary(own), "heldout": summary(held)},
-                        "subject": {"test": summary(sub_own), "heldout": summary(sub_held)}},
-            "optimism_gap": {"accuracy": None if own is None else own - held},
-            "subject_split_gap": {"accuracy": sub_own - sub_held}}
+            "halves": {h: {"subjects": [f"{h}{i}" for i in range(n_subjects // 2)]} for h in "AB"},
+            "splits": {"image": {"n_test": 10 * n_subjects}},
+            "results": {"image": {"test": summary(own), "heldout": summary(held)}},
+            "fit": {"image": {"train_accuracy": train_accuracy}},
+            "optimism_gap": {"accuracy": None if own is None else own - held}}
 
 
 def test_leakage_over_seeds_arithmetic():
-    per_seed = [fake_result(0, 0.9, 0.8), fake_result(1, 0.95, 0.75), fake_result(2, 0.8, 0.8, sub_own=0.9)]
+    per_seed = [fake_result(0, 0.9, 0.8), fake_result(1, 0.95, 0.75), fake_result(2, 0.8, 0.8, train_accuracy=0.7)]
     s = baseline.leakage_over_seeds(per_seed)
     gaps = [0.1, 0.2, 0.0]
     assert s["n_seeds"] == 3 and s["seeds"] == [0, 1, 2] and s["n_undefined"] == 0
@@ -274,12 +281,12 @@ def test_leakage_over_seeds_arithmetic():
     assert s["optimism_gap"]["n_positive"] == 2
     low, high = s["optimism_gap"]["ci95"]
     assert low < 0.1 < high and (low + high) / 2 == pytest.approx(0.1)
-    assert s["subject_split_gap"]["mean"] == pytest.approx(0.1 / 3)
-    assert s["subject_split_gap"]["n_positive"] == 1
+    assert s["train_accuracy"] == [0.95, 0.95, 0.7]
     assert s["mean_heldout"] == pytest.approx((0.8 + 0.75 + 0.8) / 3)
     assert s["mean_score"]["image"]["test"] == pytest.approx((0.9 + 0.95 + 0.8) / 3)
     table = baseline.leakage_seeds_table(per_seed)
-    assert table.shape[0] == 3 and table["heldout_subjects"].tolist() == [3, 3, 3]
+    assert table.shape[0] == 3 and table["subjects"].tolist() == [6, 6, 6]
+    assert table["test_images"].tolist() == [60, 60, 60] and table["train_accuracy"].tolist() == [0.95, 0.95, 0.7]
     assert table["optimism_gap"].tolist() == pytest.approx(gaps)
     # undefined seeds are counted, not averaged in
     s2 = baseline.leakage_over_seeds(per_seed + [fake_result(3, None, 0.8)])
@@ -291,7 +298,7 @@ def test_leakage_over_seeds_arithmetic():
 def test_leakage_seeds_verdict_claims_only_what_was_measured():
     clear = baseline.leakage_over_seeds([fake_result(i, 0.9 + 0.01 * i, 0.75) for i in range(5)])
     text = baseline.leakage_seeds_verdict(clear)
-    assert "Over 5 seeds (m) the random image split scored 0.170" in text
+    assert "Over 5 seeds (m) the same test cells scored 0.170" in text
     assert "gap positive in 5 of 5 seeds" in text and "excludes zero" in text
     mixed = baseline.leakage_over_seeds([fake_result(0, 0.9, 0.8), fake_result(1, 0.7, 0.8),
                                          fake_result(2, 0.75, 0.8)])

@@ -164,13 +164,13 @@ def test_leakage_command_with_a_stand_in_trainer(tmp_path, monkeypatch, capsys):
             folder = data / "C-NMC_training_data" / f"fold_{s % 3}" / label
             folder.mkdir(parents=True, exist_ok=True)
             for k in range(3):
-                value = (160 if label == "all" else 80) + 10 * s
+                value = (160 if label == "all" else 80) + 10 * s + k  # no two files alike
                 Image.fromarray(np.full((24, 24, 3), value, np.uint8)).save(folder / f"UID_{prefix}{s}_{k}_1_{label}.png")
     out = tmp_path / "leak"
     code, text = run(capsys, "leakage", "--model", "proposed", "--data", data, "--out", out, *SMOKE)
     assert code == 0, text
-    assert "random image split (proposed, profile smoke)" in text and "held-out subjects" in text
-    for name in ("leakage.json", "leakage.csv", "leakage.png", "image/record_heldout.json", "subject/record.json"):
+    assert "random image split (proposed, profile smoke)" in text and "never saw these people" in text
+    for name in ("leakage.json", "leakage.csv", "leakage.png", "half_A/record_heldout.json", "half_B/record.json"):
         assert (out / name).is_file(), name
     code, text = run(capsys, "leakage", "--model", "proposed", "--data", data, "--out", out, *SMOKE)
     assert code == 0 and text.count("reusing the finished record") == 2
@@ -187,7 +187,7 @@ def test_leakage_end_to_end_with_real_training(tmp_path, capsys):
     assert code == 0, text
     result = json.loads((out / "leakage.json").read_text())
     assert result["splits"]["image"]["test_subjects_seen_in_training"] > 0
-    assert result["splits"]["subject"]["test_subjects_seen_in_training"] == 0
+    assert result["results"]["image"]["test"]["n_images"] == result["results"]["image"]["heldout"]["n_images"]
     assert result["optimism_gap"]["accuracy"] is not None
 
 

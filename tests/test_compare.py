@@ -148,22 +148,26 @@ def test_results_table_and_its_readable_form():
 
 def test_leakage_experiment_bookkeeping(table, profile, tmp_path, fake_train, capsys):
     result = leakage_experiment("proposed", table, profile, out_dir=tmp_path, seed=0, progress=False)
-    assert fake_train == ["proposed", "proposed"]
-    held = set(result["heldout"]["subjects"])
-    assert held and {s[0] == "H" for s in held} == {True, False}  # both classes held out
-    for kind in ("image", "subject"):
-        split_dir = tmp_path / kind
-        own = evaluate.load_record(split_dir / "record.json")
-        other = evaluate.load_record(split_dir / "record_heldout.json")
-        assert set(own["predictions"]["subject"]).isdisjoint(held)
-        assert set(other["predictions"]["subject"]) == held
-    assert result["splits"]["image"]["test_subjects_seen_in_training"] > 0
-    assert result["splits"]["subject"]["test_subjects_seen_in_training"] == 0
+    assert fake_train == ["proposed", "proposed"]  # one model per half
+    people = {h: set(result["halves"][h]["subjects"]) for h in compare.HALVES}
+    assert not people["A"] & people["B"] and people["A"] | people["B"] == set(table["subject"])
+    for h in compare.HALVES:
+        assert {s[0] == "H" for s in people[h]} == {True, False}  # both classes in each half
+    for h, other in (("A", "B"), ("B", "A")):
+        own = evaluate.load_record(tmp_path / f"half_{h}" / "record.json")
+        held = evaluate.load_record(tmp_path / f"half_{h}" / "record_heldout.json")
+        assert set(own["predictions"]["subject"]) <= people[h]  # its own people ...
+        assert set(held["predictions"]["subject"]) <= people[other]  # ... and the other half's test cells
+        other_own = evaluate.load_record(tmp_path / f"half_{other}" / "record.json")
+        assert held["predictions"]["filename"] == other_own["predictions"]["filename"]
+        assert result["halves"][h]["split"]["test_subjects_seen_in_training"] > 0
     image = result["results"]["image"]
+    assert image["test"]["n_images"] == image["heldout"]["n_images"]
+    assert result["splits"]["image"]["n_test"] == image["test"]["n_images"]
     assert result["optimism_gap"]["accuracy"] == pytest.approx(image["test"]["accuracy"] - image["heldout"]["accuracy"])
     assert compare.load_leakage(tmp_path) == result
     rows = compare.leakage_table(result)
-    assert len(rows) == 4 and set(rows["evaluated_on"]) == {"own test part", "held-out subjects"}
+    assert len(rows) == 2 and list(rows["evaluated_on"]) == list(compare.EVALUATED_ON.values())
     capsys.readouterr()
 
     again = leakage_experiment("proposed", table, profile, out_dir=tmp_path, seed=0, progress=False)
@@ -196,14 +200,12 @@ def test_leakage_verdict_follows_the_numbers(own, own_ci, held, held_ci, expecte
     assert f"gap {own - held:+.3f}" in verdict
 
 
-def test_leakage_seeds_trains_the_image_split_per_seed_and_reuses(table, profile, tmp_path, fake_train, capsys):
+def test_leakage_seeds_trains_both_halves_per_seed_and_reuses(table, profile, tmp_path, fake_train, capsys):
     profile = profile.replace(leakage_seeds=(0, 1, 2), leakage_epochs=3)
-    result = compare.leakage_seeds("proposed", table, profile, out_dir=tmp_path, progress=False,
-                                   with_subject_split=True)
-    assert fake_train == ["proposed"] * 4  # image split for 3 seeds, subject split for the first
+    result = compare.leakage_seeds("proposed", table, profile, out_dir=tmp_path, progress=False)
+    assert fake_train == ["proposed"] * 6  # two halves for each of 3 seeds
     assert result["epochs"] == 3 and [r["seed"] for r in result["seeds"]] == [0, 1, 2]
-    assert set(result["seeds"][0]["results"]) == {"image", "subject"}
-    assert set(result["seeds"][1]["results"]) == {"image"}
+    assert {r["halves"]["A"]["manifest_hash"] for r in result["seeds"]} != {result["seeds"][0]["halves"]["A"]["manifest_hash"]}
     gaps = [r["optimism_gap"]["accuracy"] for r in result["seeds"]]
     assert result["summary"]["optimism_gap"]["values"] == pytest.approx(gaps)
     assert result["summary"]["optimism_gap"]["mean"] == pytest.approx(np.mean(gaps))
@@ -211,9 +213,8 @@ def test_leakage_seeds_trains_the_image_split_per_seed_and_reuses(table, profile
     assert len(compare.leakage_seeds_table(result["seeds"])) == 3
     assert "3 seeds" in compare.leakage_seeds_verdict(result["summary"])
     capsys.readouterr()
-    again = compare.leakage_seeds("proposed", table, profile, out_dir=tmp_path, progress=False,
-                                  with_subject_split=True)
-    assert len(fake_train) == 4 and again["summary"] == result["summary"]
+    again = compare.leakage_seeds("proposed", table, profile, out_dir=tmp_path, progress=False)
+    assert len(fake_train) == 6 and again["summary"] == result["summary"]
 
 
 def test_leakage_seeds_verdict_says_when_the_model_did_not_fit():

@@ -113,18 +113,21 @@ def test_plot_results_bars_with_report_markers():
     assert REFERENCE_COLUMN  # the table column the markers come from
 
 
-def test_plot_leakage_shows_four_bars():
+def test_plot_leakage_shows_the_same_cells_seen_and_unseen():
     from allnet_lib.compare import _gap, _summary
 
     own, held = fake_record("vgg16")["metrics"], fake_record("vgg16", seed=9)["metrics"]
-    results = {k: {"test": _summary(own), "heldout": _summary(held)} for k in ("image", "subject")}
+    results = {"image": {"test": _summary(own), "heldout": _summary(held)}}
     facts = {"name": "x", "test_subjects_seen_in_training": 3}
-    result = {"model": "vgg16", "results": results, "splits": {"image": facts, "subject": facts},
+    result = {"model": "vgg16", "seed": 0, "results": results, "splits": {"image": facts},
               "optimism_gap": _gap(results["image"])}
     ax = plots.plot_leakage(result)
-    assert len(ax.patches) == 4
-    assert "optimism" in ax.get_title()
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["image-level split", "subject-level split"]
+    heights = [bar.get_height() for bar in ax.patches]
+    assert heights == pytest.approx([own["accuracy"], held["accuracy"]])
+    assert "optimism of the image split" in ax.get_title()
+    assert [t.get_text().split("\n")[0] for t in ax.get_xticklabels()] == ["people seen in training",
+                                                                           "people never seen"]
+    plots.plt.close(ax.figure)
 
 
 def test_confusions_come_in_rows_of_three():

@@ -446,20 +446,21 @@ def _register_leakage(subparsers) -> None:
 
     parser = subparsers.add_parser(
         "leakage", help="how much a random image split overstates the score on new people",
-        description="Hold out some subjects; train MODEL on a random image-level split and on a "
-                    "subject-level split of the rest; evaluate both on their own test parts and "
-                    "on the held-out subjects. Prints the optimism gap of the image split and "
-                    "writes leakage.json, leakage.csv and leakage.png into --out.")
+        description="Put the people into two halves; train MODEL on a random image-level split "
+                    "of each half; score every test cell with its own half's model (which saw "
+                    "other cells of the same person) and with the other half's (which never saw "
+                    "the person). Prints the optimism gap of the image split (same cells, seen "
+                    "minus unseen) and writes leakage.json, leakage.csv and leakage.png into --out.")
     parser.add_argument("--model", default=None,
                         help="one of " + ", ".join(MODEL_NAMES) + " (default: the profile's leakage_model)")
     _add_common(parser, split=False, seed_help="seed of all three splits (default: 0)")
     parser.add_argument("--seeds", type=int, nargs="+", metavar="N", default=None,
-                        help="run the experiment over these seeds (the image split for each, the "
-                             "subject split only with the classical baseline) and report the gap's mean and spread; "
+                        help="run the experiment over these seeds (two trainings each, one per "
+                             "half) and report the gap's mean and spread; "
                              "'--seeds' alone is not allowed, name them, e.g. --seeds 0 1 2")
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="results folder (default: $ALLNET_RUNS/<profile>/leakage/<model>-s<seed>)")
-    parser.add_argument("--no-reuse", action="store_true", help="retrain both models")
+    parser.add_argument("--no-reuse", action="store_true", help="retrain both halves' models")
     parser.set_defaults(func=run_leakage, spelling={"overwrite": "--no-reuse", "run_dir": "--out DIR"})
 
 
