@@ -224,3 +224,30 @@ def test_unexecuted_pages_lose_their_glue_roles():
         "took {glue:text}`minutes:.1f` min, {glue}`n`")])
     assert book_build.unglue(nb) == 2
     assert nb.cells[0].source == "took *(not run: minutes)* min, *(not run: n)*"
+
+
+GLUE_CALL = re.compile(r"""\bglue\(\s*(f?)(["'])(.+?)\2""")
+GLUE_KEY = re.compile(r"\{glue(?::\w+)?\}`([^`:]+)(?::[^`]*)?`")
+
+
+def glued_names(page: Path) -> list[re.Pattern]:
+    """The names a chapter's code cells glue, as patterns (an f-string's fields match anything)."""
+    nb = json.loads(page.read_text())
+    names = []
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            for fstring, _, name in GLUE_CALL.findall("".join(cell["source"])):
+                parts = re.split(r"\{[^}]*\}", name) if fstring else [name]
+                names.append(re.compile(".+".join(re.escape(p) for p in parts) + r"\Z"))
+    return names
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if p.suffix == ".ipynb"],
+                         ids=lambda p: p.relative_to(BOOK).as_posix())
+def test_every_glue_role_has_a_glue_call(page):
+    """A role whose name no code cell of the chapter glues would fail the book build (a missing
+    key); say so here already, without building."""
+    names = glued_names(page)
+    missing = sorted({key for _, markdown in pages_cells(page) for key in GLUE_KEY.findall(markdown)
+                      if not any(n.match(key) for n in names)})
+    assert not missing, f"{page.relative_to(BOOK)}: glued in the text but never by notebook.glue: {missing}"
