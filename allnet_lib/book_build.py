@@ -53,6 +53,7 @@ DEFAULT_DATA = REPO_ROOT / "build" / "data"
 KERNEL = "python3"
 NBVAL_MARK = "# NBVAL_CHECK_OUTPUT"  # first line of a cell whose stored output pytest --nbval-lax checks
 TIMINGS_FIELDS = ("chapter", "profile", "status", "seconds", "error")
+EDITIONS = ("teacher", "student")  # allnet_lib.course: the student edition has no solutions
 # Copied into staging only if needed; build products and editor litter never are.
 STAGE_IGNORE = shutil.ignore_patterns("_build", ".jupyter_cache", ".ipynb_checkpoints", "__pycache__")
 
@@ -489,8 +490,11 @@ def timings_table(results: list[ChapterResult]) -> str:
 
 def build(profile: str = "demo", *, only: str | None = None, out: Path = DEFAULT_OUT,
           keep_runs: bool = False, book_dir: Path = BOOK_DIR, cell_timeout: float | None = None,
-          store_outputs: bool = False) -> int:
+          store_outputs: bool = False, edition: str = "teacher") -> int:
     """Execute and render the book; returns the exit status (0: everything succeeded).
+
+    ``edition="student"`` builds the student edition (:mod:`allnet_lib.course`): the staged
+    chapters lose their solutions before they run, so the site shows no solution.
 
     ``store_outputs`` (smoke profile only, since that is what the tests run): after each
     chapter that ran cleanly, write its ``# NBVAL_CHECK_OUTPUT`` cells' outputs into the source.
@@ -511,8 +515,12 @@ def build(profile: str = "demo", *, only: str | None = None, out: Path = DEFAULT
         print(f"error: {exc}", file=sys.stderr)
         return 2
     profile = prof.name
-    if store_outputs and profile != "smoke":
-        print("error: --store-checked-outputs needs --profile smoke (the tests check outputs under smoke)",
+    if edition not in EDITIONS:
+        print(f"error: edition {edition!r}: choose one of {', '.join(EDITIONS)}", file=sys.stderr)
+        return 2
+    if store_outputs and (profile != "smoke" or edition != "teacher"):
+        print("error: --store-checked-outputs needs --profile smoke and the teacher edition (the tests "
+              "check outputs under smoke)",
               file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
@@ -531,6 +539,11 @@ def build(profile: str = "demo", *, only: str | None = None, out: Path = DEFAULT
     try:
         with _environment(env):
             shutil.copytree(book_dir, staging, ignore=STAGE_IGNORE)
+            if edition == "student":
+                from allnet_lib import course
+
+                print(f"student edition: {len(course.write_student_edition(staging, staging))} "
+                      "notebooks without solutions")
             data_dir, real = notebook.data_dir_for(prof)
             print(f"profile {prof.name} · data {data_dir} ({'real C-NMC' if real else 'synthetic demo set'})"
                   f" · runs {runs}")
@@ -617,10 +630,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store-checked-outputs", action="store_true",
                         help="(authors, smoke profile) write the outputs of the cells marked "
                              f"'{NBVAL_MARK}' back into the book's source notebooks")
+    parser.add_argument("--edition", choices=EDITIONS, default="teacher",
+                        help="teacher (with solutions, the default) or student (solutions removed, "
+                             "answer cells stubbed; use another --out)")
     args = parser.parse_args(argv)
     return build(args.profile, only=args.only, out=args.out, keep_runs=args.keep_runs,
                  book_dir=args.book, cell_timeout=args.cell_timeout,
-                 store_outputs=args.store_checked_outputs)
+                 store_outputs=args.store_checked_outputs, edition=args.edition)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,8 @@ CHAPTERS = book_build.chapters(BOOK)
 def convention_problems(nb, *, full: bool) -> list[str]:
     """What a notebook gets wrong about the chapter conventions (book/CHAPTER_GUIDE.md).
 
-    ``full`` also requires the ending (Summary, Exercises with dropdown solutions).
+    ``full`` also requires the ending (Summary, Exercises: labelled exercise blocks, each with a
+    dropdown solution).
     """
     problems = []
     cells = nb.cells
@@ -97,8 +98,13 @@ def convention_problems(nb, *, full: bool) -> list[str]:
         for heading in ("## Summary", "## Exercises"):
             if not re.search(rf"^{re.escape(heading)}\s*$", text, re.M):
                 problems.append(f"no '{heading}' section")
-        if not re.search(r":::\{admonition\} Solution\s*\n:class: dropdown", text):
-            problems.append("exercise solutions must be in ':::{admonition} Solution' + ':class: dropdown' blocks")
+        labels = re.findall(r"^:::\{exercise\}\s*\n:label: (ex-[\w-]+)", text, re.M)
+        if not labels:
+            problems.append("exercises must be ':::{exercise}' blocks with ':label: ex-<chapter>-<n>' "
+                            "(book/CHAPTER_GUIDE.md, 'Exercises')")
+        for label in labels:
+            if not re.search(rf"^:::\{{solution(?:-start)?\}} {re.escape(label)}\s*\n:class: dropdown", text, re.M):
+                problems.append(f"exercise {label} has no ':::{{solution}} {label}' + ':class: dropdown' block")
     return problems
 
 

@@ -22,10 +22,11 @@ THEORY = Path(__file__).resolve().parents[1] / "book" / "theory"
 
 
 def solution_blocks(chapter: str) -> list[str]:
-    """The ```python blocks inside the chapter's ':::{admonition} Solution' block."""
+    """The ```python blocks inside the chapter's ':::{solution}' blocks (and everything after the
+    first, which is only exercises and solutions)."""
     nb = json.loads((THEORY / f"{chapter}.ipynb").read_text(encoding="utf-8"))
     text = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
-    sol = text[text.index(":::{admonition} Solution"):]
+    sol = text[text.index(":::{solution"):]
     return re.findall(r"```python\n(.*?)```", sol, flags=re.S)
 
 

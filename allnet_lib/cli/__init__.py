@@ -22,7 +22,7 @@ import time
 import traceback
 
 # modules under allnet_lib.cli that provide register(subparsers)
-COMMAND_MODULES = ("data", "experiment")
+COMMAND_MODULES = ("data", "experiment", "course")
 
 
 EXIT_OK = 0
