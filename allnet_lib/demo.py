@@ -54,7 +54,7 @@ if TYPE_CHECKING:  # pandas is imported where it is used: render workers start f
 
 log = logging.getLogger(__name__)
 
-DEMO_VERSION = 2  # bump whenever the generated images change, so old sets are not reused
+DEMO_VERSION = 3  # bump whenever the generated images change, so old sets are not reused
 MANIFEST_NAME = "demo_manifest.json"
 TRAINING_DIR = "C-NMC_training_data"
 N_FOLDS = 3
@@ -169,7 +169,7 @@ class SubjectStyle:
 # is what lets a model recognise a person; the maturity spread and the offsets are what make a
 # seen person's new cells easier than a stranger's: together they are the leak of an image split.
 SUBJECT_VARIATION = dict(tint=0.24, nucleus_tint=0.10, cytoplasm_tint=0.14, size=0.10, brightness=0.06,
-                         density=0.15, maturity=0.22, offset=0.8, blur=0.4, mask_offset=0.03,
+                         density=0.15, maturity=0.26, offset=0.8, blur=0.4, mask_offset=0.03,
                          mask_jitter=0.5)
 #: Spread of a single cell's maturity around its subject's.
 CELL_MATURITY_SD = 0.10
