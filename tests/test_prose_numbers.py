@@ -28,7 +28,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 PAGES = sorted([*BOOK.glob("theory/*.ipynb"), *BOOK.glob("experiments/*.ipynb"),
-                *BOOK.glob("appendix/*.ipynb"), BOOK / "intro.md"])
+                *BOOK.glob("appendix/*.ipynb"), BOOK / "intro.md",
+                BOOK / "templates" / "chapter_template.ipynb"])  # what authors copy
 
 # (c) Constants and definitions a sentence may type. One entry per kind, each with its reason; a
 # number is allowed when one of these patterns matches a stretch of its sentence that contains it.
