@@ -217,6 +217,15 @@ def run_times(results_dir: Path = RESULTS_DIR) -> dict[str, dict[str, float]]:
     return times
 
 
+PROFILE_ORDER = ("smoke", "demo", "seed")  # cheapest first, as in profiles.PROFILES
+
+
+def profiles_measured(times: dict[str, dict[str, float]]) -> list[str]:
+    """The profiles that :func:`run_times` has numbers for, cheapest first."""
+    found = {p for t in times.values() for p in t}
+    return [p for p in PROFILE_ORDER if p in found] + sorted(found - set(PROFILE_ORDER))
+
+
 def measured_on(results_dir: Path = RESULTS_DIR) -> dict[str, str]:
     """When each profile's book timings were measured (``book_totals.csv``), {profile: date}."""
     path = Path(results_dir) / "book_totals.csv"
@@ -251,7 +260,7 @@ def syllabus(book_dir: Path = BOOK_DIR, results_dir: Path = RESULTS_DIR) -> list
         raise ValueError(f"course.SYLLABUS names chapters that are not in the book: {missing}")
     sessions = []
     for week, (theme, entries) in enumerate(SYLLABUS, 1):
-        profiles_ = sorted({p for e in entries for p in times.get(e, {})})
+        profiles_ = profiles_measured({e: times.get(e, {}) for e in entries})
         sessions.append(dict(
             week=week, theme=theme, chapters=list(entries),
             exercises=sum(rows_by_entry[e]["exercises"] for e in entries),
