@@ -183,9 +183,19 @@ def chapter_header(nb) -> tuple[str, list[str]]:
     return (title[1].strip() if title else ""), items
 
 
+WORDS_PER_MINUTE = 200  # a reading speed for technical prose (myst's default for reading times)
+
+
+def reading_minutes(nb) -> float:
+    """Time to read a chapter: the words of its markdown and code at :data:`WORDS_PER_MINUTE`."""
+    words = sum(len(re.findall(r"[A-Za-z]+", _source(c))) for c in nb["cells"]
+                if c.get("cell_type") in ("markdown", "code"))
+    return words / WORDS_PER_MINUTE
+
+
 def objectives(book_dir: Path = BOOK_DIR) -> list[dict]:
     """One row per chapter: entry, title, objectives (the header's "You will learn" list),
-    the number of exercises and of exercises that check themselves."""
+    the number of exercises and of exercises that check themselves, and the minutes to read it."""
     from allnet_lib import exercises
 
     rows = []
@@ -197,7 +207,8 @@ def objectives(book_dir: Path = BOOK_DIR) -> list[dict]:
         key = chapter_key(entry)
         rows.append(dict(entry=entry, key=key, title=title, objectives=items,
                          exercises=len(exercises_in(nb)),
-                         checked=sum(1 for c, _ in exercises.CHECKS if c == key)))
+                         checked=sum(1 for c, _ in exercises.CHECKS if c == key),
+                         read_minutes=reading_minutes(nb)))
     return rows
 
 
@@ -251,8 +262,8 @@ SYLLABUS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 def syllabus(book_dir: Path = BOOK_DIR, results_dir: Path = RESULTS_DIR) -> list[dict]:
-    """The suggested syllabus, one row per session: theme, chapters, exercises to assign (the
-    checked ones first), and the measured run time of its chapters per profile (seconds)."""
+    """The suggested syllabus, one row per session: theme, chapters, exercises to assign (and how
+    many check themselves), minutes to read, and the measured run time per profile (seconds)."""
     rows_by_entry = {r["entry"]: r for r in objectives(book_dir)}
     times = run_times(results_dir)
     missing = sorted({e for _, es in SYLLABUS for e in es} - set(rows_by_entry))
@@ -265,6 +276,7 @@ def syllabus(book_dir: Path = BOOK_DIR, results_dir: Path = RESULTS_DIR) -> list
             week=week, theme=theme, chapters=list(entries),
             exercises=sum(rows_by_entry[e]["exercises"] for e in entries),
             checked=sum(rows_by_entry[e]["checked"] for e in entries),
+            read_minutes=sum(rows_by_entry[e]["read_minutes"] for e in entries),
             seconds={p: sum(times.get(e, {}).get(p, float("nan")) for e in entries) for p in profiles_},
         ))
     return sessions

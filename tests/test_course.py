@@ -122,9 +122,15 @@ def test_objectives_come_from_the_chapters():
                                           if e.startswith(("theory/", "experiments/"))]
     for r in rows:
         assert r["title"] and r["objectives"], f"{r['entry']}: no title or 'You will learn' list"
+        assert r["read_minutes"] > 1
         header = json.loads((BOOK / f"{r['entry']}.ipynb").read_text())["cells"][0]["source"]
         assert r["objectives"][0].split()[0] in "".join(header)
     assert sum(r["checked"] for r in rows) == len(exercises.CHECKS)
+
+
+def test_reading_time_counts_words():
+    nb = {"cells": [_md("word " * 300), _code("x = 1\n" * 100), {"cell_type": "raw", "source": "no " * 999}]}
+    assert course.reading_minutes(nb) == pytest.approx((300 + 100) / course.WORDS_PER_MINUTE)
 
 
 def test_run_times_are_read_from_the_benchmark_table(tmp_path):
