@@ -9,7 +9,9 @@ directives (book/CHAPTER_GUIDE.md, "Exercises"):
   *answer cell* of code and a ``{solution-end}`` cell;
 - the answer cell is an nbgrader solution cell (metadata ``nbgrader.solution``, ``grade_id`` the
   label): the teacher's code between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` sets
-  ``answer``, the line after them calls ``exercises.check``.
+  ``answer``, the line after them calls ``exercises.check``;
+- the solution's text cell is an nbgrader "manually graded answer" (:func:`solution_text_metadata`),
+  so ``nbgrader generate_assignment`` on the chapters as they are removes the text too.
 
 :func:`student_notebook` turns that into the student's edition: solution cells removed, each
 solution region replaced by ``answer = ...`` (a stub that runs; the check then says "not answered
@@ -65,6 +67,14 @@ def answer_cell_metadata(label: str) -> dict:
     """nbgrader's metadata for an answer cell, so nbgrader accepts the teacher's notebooks as they are."""
     return {"nbgrader": {"grade": False, "grade_id": label, "locked": False, "schema_version": 3,
                          "solution": True, "task": False}}
+
+
+def solution_text_metadata(label: str, points: int = 1) -> dict:
+    """nbgrader's metadata for a solution's text cell (a "manually graded answer"): nbgrader's
+    release replaces its text by "YOUR ANSWER HERE", so the written solution never reaches
+    students that way either. ``points`` is the teacher's to change."""
+    return {"nbgrader": {"grade": True, "grade_id": f"{label}-text", "locked": False, "points": points,
+                         "schema_version": 3, "solution": True, "task": False}}
 
 
 def stub(source: str, form: str = "your answer") -> str:
