@@ -77,6 +77,27 @@ def solution_text_metadata(label: str, points: int = 1) -> dict:
                          "schema_version": 3, "solution": True, "task": False}}
 
 
+SOLUTION_LABEL = re.compile(r"\A\s*(?::{3,}|`{3,})\{solution(?:-start)?\}\s+(ex-[\w-]+)")
+
+
+def mark_solution_cells(path: Path) -> int:
+    """Give every solution text cell of the notebook at ``path`` its nbgrader metadata
+    (:func:`solution_text_metadata`) where it lacks it; the file is rewritten (in the chapters'
+    JSON style) only if something changed. Returns how many cells were marked. For authors who
+    add an exercise (book/CHAPTER_GUIDE.md, "Exercises")."""
+    path = Path(path)
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    marked = 0
+    for cell in nb["cells"]:
+        match = SOLUTION_LABEL.match(_source(cell)) if cell.get("cell_type") == "markdown" else None
+        if match and "nbgrader" not in cell.get("metadata", {}):
+            cell["metadata"] = {**cell.get("metadata", {}), **solution_text_metadata(match[1])}
+            marked += 1
+    if marked:
+        _write_json(nb, path)
+    return marked
+
+
 def stub(source: str, form: str = "your answer") -> str:
     """``source`` with every solution region replaced by ``answer = ...`` (a line that runs)."""
     out, inside = [], False
