@@ -409,7 +409,7 @@ def test_build_publishes_a_complete_site_and_cleans_runs(tmp_path, monkeypatch):
 def test_toc_order_and_only_filter():
     assert PAGES[0] == "intro" and PAGES[-1] == "references"
     assert CHAPTERS[0] == "theory/01_learning_from_data" and CHAPTERS[-1] == "appendix/how_fast"
-    assert len(CHAPTERS) == 16
+    assert len(CHAPTERS) == 17  # 15 chapters, the teachers' guide and how_fast
     assert book_build.chapters(BOOK, "theory/*") == CHAPTERS[:6]
     assert book_build.chapters(BOOK, "experiments/05_training") == ["experiments/05_training"]
     assert book_build.chapters(BOOK, "nothing*") == []
