@@ -22,18 +22,14 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from allnet_lib import evaluate
+from allnet_lib import catalogue, evaluate, runs
 from allnet_lib.labels import CLASSES
+from allnet_lib.split import DEFAULT_TEST_SIZE, DEFAULT_VAL_SIZE  # the split registry's sizes
 
 #: The 2019 report's Table 2: test accuracy in percent, on a *random image-level* 80/20 split
 #: (cells of the same person in train and test), so not a score on new patients.
-REPORT_TABLE2: dict[str, float] = {
-    "alexnet": 81.62,
-    "vgg16": 84.8,
-    "resnet50": 84.77,
-    "inception_v3": 83.67,
-    "proposed": 93.02,
-}
+#: Kept in the model catalogue (``catalogue.ModelEntry.report_accuracy``); this is its view.
+REPORT_TABLE2: dict[str, float] = catalogue.report_table2()
 REPORT_TABLE2_NOTE = ("2019 report, Table 2: accuracy (%) on a random image-level 80/20 split that "
                       "shares subjects between train and test")
 #: Column of :func:`results_table` holding REPORT_TABLE2 (as a fraction, like the other metrics).
@@ -58,9 +54,7 @@ REPORT_CONFUSION: dict[str, Any] = {
                      "accuracy": 1973 / 2121},
 }
 
-RECORD_NAME = "record.json"
-DEFAULT_TEST_SIZE = 0.2
-DEFAULT_VAL_SIZE = 0.0
+RECORD_NAME = runs.RECORD_NAME  # kept for callers; the run folder's names live in allnet_lib.runs
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "weighted_f1",
                    "roc_auc", "subject_accuracy")
 TABLE_METRICS = ("accuracy", "sensitivity", "specificity", "weighted_f1", "roc_auc", "subject_accuracy")
@@ -77,22 +71,11 @@ class ExperimentConflict(RuntimeError):
 
 def make_split(table: pd.DataFrame, method: str, *, seed: int = 0, test_size: float = DEFAULT_TEST_SIZE,
                val_size: float = DEFAULT_VAL_SIZE):
-    """The CLI's three splits by name: ``subject`` (whole people to one side), ``image`` (the
-    report's random image split) or ``fold`` (official folds: fold_2 is the test part).
-
-    Subject and image splits use the official training folds when the table has them (as
-    ``allnet split`` does), so the preliminary test set stays untouched for later."""
+    """:func:`allnet_lib.split.make_split` (the one registry of splits by name), kept for callers;
+    here ``seed`` defaults to 0 for every method, as it always did."""
     from allnet_lib import split as splits
 
-    if method in ("subject", "image"):
-        table = splits.training_rows(table)
-    if method == "subject":
-        return splits.subject_split(table, test_size=test_size, val_size=val_size, seed=seed)
-    if method == "image":
-        return splits.random_image_split(table, test_size=test_size, val_size=val_size, seed=seed)
-    if method == "fold":
-        return splits.fold_split(table, test_folds=("fold_2",))
-    raise ValueError(f"unknown split method {method!r}; use 'subject', 'image' or 'fold'")
+    return splits.make_split(table, method, seed=seed, test_size=test_size, val_size=val_size)
 
 
 def experiment_config(model_name: str, split, profile) -> dict:
@@ -115,10 +98,12 @@ def experiment_config(model_name: str, split, profile) -> dict:
 
 
 def default_run_dir(model_name: str, split, profile) -> Path:
-    """``runs_root()/<profile>/<split name>/<model>/`` as in DESIGN.md."""
-    from allnet_lib.paths import runs_root
+    """Deprecated: use :func:`allnet_lib.runs.default_run_dir` ``(profile, split, model_name)``."""
+    import warnings
 
-    return runs_root() / profile.name / split.name / model_name
+    warnings.warn("compare.default_run_dir(model, split, profile) is deprecated; use "
+                  "allnet_lib.runs.default_run_dir(profile, split, model)", DeprecationWarning, stacklevel=2)
+    return runs.default_run_dir(profile, split, model_name)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -127,9 +112,7 @@ def default_run_dir(model_name: str, split, profile) -> Path:
 
 
 def _record_paths(run_dir: Path, extra_tests: Mapping[str, pd.DataFrame]) -> dict[str, Path]:
-    paths = {"test": run_dir / RECORD_NAME}
-    paths.update({name: run_dir / f"record_{name}.json" for name in extra_tests})
-    return paths
+    return {name: runs.record_path(run_dir, name) for name in (runs.TEST, *extra_tests)}
 
 
 def _finished(paths: Mapping[str, Path], config: dict) -> tuple[dict | None, str | None]:
@@ -179,7 +162,7 @@ def run_model(model_name: str, split, profile, run_dir=None, *, reuse: bool = Tr
     extra_tests = dict(extra_tests or {})
     if len(split.test) == 0:
         raise ValueError(f"split {split.name!r} has an empty test part: nothing to evaluate on")
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(model_name, split, profile)
+    run_dir = Path(run_dir) if run_dir is not None else runs.default_run_dir(profile, split, model_name)
     config = experiment_config(model_name, split, profile)
     paths = _record_paths(run_dir, extra_tests)
     if reuse:
@@ -256,24 +239,24 @@ def _free_memory() -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def compare_models(model_names: Iterable[str], split, profile, *, out_dir=None, reuse: bool = True,
+def compare_models(model_names: Iterable[str] | None, split, profile, *, out_dir=None, reuse: bool = True,
                    progress: bool = True, log=print) -> pd.DataFrame:
-    """Train and evaluate each model on ``split`` and return :func:`results_table` of them.
+    """Train and evaluate each model on ``split`` and return :func:`results_table` of them
+    (``model_names=None``: every model of :mod:`allnet_lib.catalogue`).
 
     Each model gets ``out_dir/<model>/`` (default ``runs_root()/<profile>/<split name>/<model>/``)
     with its checkpoints and ``record.json``. Finished records of the same configuration are
     reused (the ``reused`` column and the log say which) unless ``reuse=False``.
     """
-    names = [str(n) for n in model_names]
+    names = list(catalogue.model_names()) if model_names is None else [str(n) for n in model_names]
     if not names:
         raise ValueError("compare_models: no model names given")
     _check_model_names(names)
-    run_dirs = {n: Path(out_dir) / n if out_dir is not None else default_run_dir(n, split, profile) for n in names}
-    missing = [n for n in names if not (run_dirs[n] / RECORD_NAME).is_file()]
+    run_dirs = {n: Path(out_dir) / n if out_dir is not None else runs.default_run_dir(profile, split, n) for n in names}
+    missing = [n for n in names if not runs.record_path(run_dirs[n]).is_file()]
     if missing and reuse:
-        from allnet_lib.notebook import training_notice  # say what will be trained, and how long, first
-
-        log(training_notice(missing, names, profile, run_dirs[missing[0]].parent))
+        log(runs.training_notice(  # say what will be trained, and how long, first
+            missing, names, profile, run_dirs[missing[0]].parent))
     records, reused, where = [], [], []
     for i, name in enumerate(names, 1):
         log(f"[{i}/{len(names)}] {name}")
@@ -281,7 +264,7 @@ def compare_models(model_names: Iterable[str], split, profile, *, out_dir=None, 
         recs, was_reused = run_model(name, split, profile, run_dir, reuse=reuse, progress=progress, log=log)
         records.append(recs["test"])
         reused.append(was_reused)
-        where.append(str(run_dir / RECORD_NAME))
+        where.append(str(runs.record_path(run_dir)))
     table = results_table(records)
     table["reused"] = reused
     table["record_path"] = where
@@ -329,7 +312,7 @@ def results_table(records) -> pd.DataFrame:
         row["train_seconds"] = training.get("seconds")
         row["train_images_per_second"] = training.get("images_per_second")
         row["eval_images_per_second"] = record.get("images_per_second")
-        reference = REPORT_TABLE2.get(record["name"])
+        reference = catalogue.report_table2().get(record["name"])
         row[REFERENCE_COLUMN] = reference / 100 if reference is not None else None
         rows.append(row)
     table = pd.DataFrame(rows)

@@ -559,6 +559,17 @@ def _default_workers(n_images: int) -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
+def ensure_demo_data(profile, *, progress: bool = False) -> Path:
+    """The demo set under ``paths.demo_dir()`` at the profile's size (``profile.demo_images``),
+    generated unless it is there (the data-folder rule's demo side: chapters, CLI, book build).
+
+    A demo set of another size (left by another profile in the same data root) is replaced: it is
+    synthetic and regenerated deterministically, so nothing of value is lost.
+    """
+    return make_demo_dataset(demo_dir(), n_images=profile.demo_images, overwrite=True,
+                             progress=progress)
+
+
 def make_demo_dataset(
     out_dir: str | os.PathLike | None = None,
     *,

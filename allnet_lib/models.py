@@ -24,6 +24,8 @@ from typing import Callable
 import keras
 from keras import layers, ops
 
+from allnet_lib import catalogue
+
 _PACKAGE = "allnet"
 
 
@@ -138,7 +140,7 @@ class BalancedAccuracy(keras.metrics.Metric):
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ModelSpec:
-    """What the book and the CLI need to know about a model, besides building it."""
+    """A catalogue entry (:class:`allnet_lib.catalogue.ModelEntry`) with its builder."""
 
     name: str
     title: str
@@ -147,7 +149,7 @@ class ModelSpec:
     demo_size: int            # side used by the CPU demo profile
     year: int
     introduced: str           # one sentence: what the architecture brought
-    reference_accuracy: float  # the report's Table 2 (random image-level split), percent
+    reference_accuracy: float | None  # the report's Table 2 (random image-level split), percent
     builder: Callable[..., keras.Model]
     feature_layer: str = ""   # last convolutional feature map (for Grad-CAM / feature maps)
     imagenet: bool = False    # whether ImageNet weights exist for it
@@ -376,30 +378,26 @@ def _build_inception_v3(shape, **kwargs) -> keras.Model:
     return _application("inception_v3", keras.applications.InceptionV3, "tf", shape, **kwargs)
 
 
-MODEL_SPECS: dict[str, ModelSpec] = {
-    "alexnet": ModelSpec(
-        "alexnet", "AlexNet", 227, 67, 96, 2012,
-        "Showed that a deep CNN trained on GPUs with ReLU, dropout and data augmentation could win "
-        "ImageNet by a wide margin, starting the deep-learning era of computer vision.",
-        81.62, _build_alexnet, feature_layer="conv5"),
-    "vgg16": ModelSpec(
-        "vgg16", "VGG16", 224, 32, 64, 2014,
-        "Showed that depth matters, building a 16-layer network only from stacked 3x3 "
-        "convolutions and 2x2 max-pooling.",
-        84.8, _build_vgg16, feature_layer="block5_conv3", imagenet=True),
-    "resnet50": ModelSpec(
-        "resnet50", "ResNet50", 224, 32, 64, 2015,
-        "Introduced residual (skip) connections, which let gradients flow through very deep "
-        "networks so that 50 and more layers train well.",
-        84.77, _build_resnet50, feature_layer="conv5_block3_out", imagenet=True),
-    "inception_v3": ModelSpec(
-        "inception_v3", "Inception v3", 299, 75, 75, 2015,
-        "Refined the Inception module (parallel convolutions of several sizes) with factorised "
-        "convolutions, batch-normalised auxiliary classifiers and label smoothing.",
-        83.67, _build_inception_v3, feature_layer="mixed10", imagenet=True),
-    "proposed": ModelSpec(
-        "proposed", "Proposed model (2019 report)", 300, 32, 64, 2019,
-        "The report's own VGG-style network: six blocks of 3x3 convolutions with batch "
-        "normalisation after every convolution, then a large dense head with dropout.",
-        93.02, _build_proposed, feature_layer="conv_base"),
+#: How to build each catalogued model, and what Keras needs to know about it (the rest of a
+#: model's facts live in :mod:`allnet_lib.catalogue`): builder, last convolutional feature map,
+#: whether ImageNet weights exist.
+BUILDERS: dict[str, tuple[Callable[..., keras.Model], str, bool]] = {
+    "alexnet": (_build_alexnet, "conv5", False),
+    "vgg16": (_build_vgg16, "block5_conv3", True),
+    "resnet50": (_build_resnet50, "conv5_block3_out", True),
+    "inception_v3": (_build_inception_v3, "mixed10", True),
+    "proposed": (_build_proposed, "conv_base", False),
 }
+
+
+def _spec(entry: catalogue.ModelEntry) -> ModelSpec:
+    if entry.name not in BUILDERS:
+        raise ValueError(f"model {entry.name!r} is in allnet_lib.catalogue but has no builder in "
+                         "allnet_lib.models.BUILDERS; add one")
+    builder, feature_layer, imagenet = BUILDERS[entry.name]
+    return ModelSpec(entry.name, entry.title, entry.report_size, entry.min_size, entry.demo_size,
+                     entry.year, entry.introduced, entry.report_accuracy, builder,
+                     feature_layer=feature_layer, imagenet=imagenet)
+
+
+MODEL_SPECS: dict[str, ModelSpec] = {name: _spec(entry) for name, entry in catalogue.CATALOGUE.items()}

@@ -6,9 +6,10 @@ plot style, quiet TensorFlow, same data folders), whether it runs in the book bu
 chapters' first cells identical and short, and lets a change here reach all of them.
 
 The profile comes from the argument (the chapter's papermill ``PROFILE`` parameter), else from
-``$ALLNET_PROFILE``, else ``"demo"``. The data is the real C-NMC set when the profile asks for it
-(``seed``, the report's recipe) and it is present under ``paths.cnmc_dir()``; otherwise the
-synthetic demo set under ``paths.demo_dir()``.
+``$ALLNET_PROFILE``, else ``"demo"``. The data follows the one data-folder rule
+(``paths.data_dir_for``): the real C-NMC set when the profile asks for it (``seed``, the report's
+recipe) and it is present under ``paths.cnmc_dir()``; otherwise the synthetic demo set under
+``paths.demo_dir()``.
 """
 
 from __future__ import annotations
@@ -26,12 +27,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from allnet_lib import __version__, paths
+# the data-folder rule lives in allnet_lib.paths (one rule for the book, the CLI and the build)
+from allnet_lib.paths import REAL_DATA_PROFILES, data_dir_for, display_path, has_real_data  # noqa: F401
+from allnet_lib.runs import TRAINING_TIME, training_notice  # noqa: F401  (kept here for callers)
+from allnet_lib.split import EXPERIMENT_SPLIT  # the split of chapters 5-9 and the experiment commands
 
 if TYPE_CHECKING:
-    from allnet_lib.profiles import Profile
+    import pandas as pd
 
-#: Profiles that are meant for the real C-NMC data (the others are sized for the demo set).
-REAL_DATA_PROFILES = ("seed",)
+    from allnet_lib.profiles import Profile
+    from allnet_lib.split import Split
+
 #: Environment that quiets TensorFlow's C++ log. It does not stop the lines TensorFlow writes
 #: before its log is initialised (the oneDNN notice, absl's "All log messages before ..."):
 #: those are filtered out by their text (:data:`TF_STARTUP_NOISE`). Never add
@@ -87,36 +93,11 @@ class Context:
         return ensure_demo_data(self.profile, progress=progress)
 
 
-def has_real_data() -> bool:
-    """Whether something is under ``paths.cnmc_dir()`` (the reader copes with every mirror's layout)."""
-    folder = paths.cnmc_dir()
-    return folder.is_dir() and any(folder.iterdir())
-
-
-def data_dir_for(profile: Profile) -> tuple[Path, bool]:
-    """``(data folder, is_real)`` for a profile: real C-NMC if the profile wants it and it exists."""
-    if profile.name in REAL_DATA_PROFILES:
-        if has_real_data():
-            return paths.cnmc_dir(), True
-        print(
-            f"note: profile {profile.name!r} is meant for the real C-NMC data, but "
-            f"{paths.cnmc_dir()} is missing or empty; using the synthetic demo set instead. "
-            f"Put the data there (or point ${paths.DATA_ENV} at the folder that holds cnmc/)."
-        )
-    return paths.demo_dir(), False
-
-
 def ensure_demo_data(profile: Profile, *, progress: bool = False) -> Path:
-    """Generate the demo set at the profile's size (``profile.demo_images``) unless it is there.
+    """:func:`allnet_lib.demo.ensure_demo_data`: the demo set at the profile's size."""
+    from allnet_lib.demo import ensure_demo_data as ensure
 
-    A demo set of another size (left by another profile in the same data root) is replaced: it is
-    synthetic and regenerated deterministically, so nothing of value is lost.
-    """
-    from allnet_lib.demo import make_demo_dataset
-
-    return make_demo_dataset(
-        paths.demo_dir(), n_images=profile.demo_images, overwrite=True, progress=progress
-    )
+    return ensure(profile, progress=progress)
 
 
 def quiet_tensorflow() -> None:
@@ -260,47 +241,46 @@ def setup(profile: str | Profile | None = None, *, seed: int = 0, verbose: bool 
     return ctx
 
 
-def display_path(path) -> str:
-    """A folder as a reader should see it in a chapter's output: under ``$ALLNET_DATA`` /
-    ``$ALLNET_RUNS`` (when set) as ``$ALLNET_DATA/...``, under the home folder as ``~/...``,
-    else as it is. Keeps the build machine's (or a Colab runtime's) absolute paths off the pages."""
-    path = Path(path).absolute()
-    for variable in (paths.RUNS_ENV, paths.DATA_ENV):
-        root = os.environ.get(variable)
-        if root:
-            with contextlib.suppress(ValueError):
-                rel = path.relative_to(Path(root).absolute())
-                return f"${variable}" + ("" if str(rel) == "." else f"/{rel.as_posix()}")
-    with contextlib.suppress(ValueError, RuntimeError):
-        rel = path.relative_to(Path.home())
-        return "~" + ("" if str(rel) == "." else f"/{rel.as_posix()}")
-    return str(path)
+@dataclass
+class Experiment:
+    """What chapters 5-9 start from (:func:`experiment`): the data, chapter 5's split, and the
+    models trained on it (their results table, run folders and result records)."""
+
+    models: list[str]
+    table: "pd.DataFrame"           # every labelled image of ctx.data_dir (reader.index_dataset)
+    split: "Split"                  # split.make_split(table, "subject", ...): the same name, the same split
+    results: "pd.DataFrame | None"  # compare.compare_models (None when train=False)
+    run_dirs: dict                  # model -> its run folder
+    records: dict                   # model -> its result record on split.test
+
+    def load_models(self) -> dict:
+        """Each model's best epoch (``best.keras`` of its run folder), for inference."""
+        from allnet_lib import runs
+
+        return {name: runs.load_best(self.run_dirs[name]) for name in self.models}
 
 
-#: How long training all five models of chapter 5 takes, per profile: (minutes, how to say it).
-#: Measured by the book build on a 2-core CPU (November 2026; build/*/timings.csv, benchmarks/).
-TRAINING_TIME = {
-    "smoke": (1.0, "under a minute on a CPU"),
-    "demo": (19.0, "about 19 minutes on a 2-core CPU (VGG16 alone about 7), a few minutes on a GPU"),
-    "seed": (None, "many hours on a CPU (the report's recipe, at full size): use a GPU"),
-}
+def experiment(ctx: Context, models=None, *, seed: int = EXPERIMENT_SPLIT["seed"],
+               test_size: float = EXPERIMENT_SPLIT["test_size"],
+               val_size: float = EXPERIMENT_SPLIT["val_size"], train: bool = True) -> Experiment:
+    """The opening of chapters 5-9, one call: index ``ctx``'s data (made if needed), make the
+    subject split (``split.make_split``, as ``allnet compare --split subject`` does), then train
+    ``models`` on it or reuse chapter 5's runs (``compare.compare_models``, which says which) and
+    read their records. ``models=None``: every model of the catalogue. ``train=False`` stops after
+    the split (chapter 5 shows it before training)."""
+    from allnet_lib import catalogue, compare, evaluate, reader, runs
+    from allnet_lib.split import make_split
 
-
-def training_notice(missing, model_names, profile, runs_dir) -> str:
-    """What a chapter says before it trains models it expected to find (chapter 5's runs): which,
-    where it looked, and about how long it will take; printed by ``compare.compare_models``
-    before anything is trained, so that nothing long happens silently (chapters 6-9 opened
-    alone on a fresh runtime retrain what chapter 5 would have left)."""
-    missing, names = list(missing), list(model_names)
-    name = getattr(profile, "name", str(profile))
-    minutes, said = TRAINING_TIME.get(name, (None, "depends on the profile and the machine"))
-    if minutes is not None and len(missing) < len(names):
-        share = minutes * len(missing) / max(len(names), 1)
-        said = f"about {max(share, 0.5):.0f} minute(s) for these {len(missing)} (all five: {said})"
-    return (f"Not trained yet in {display_path(runs_dir)}: {', '.join(missing)} "
-            f"({len(missing)} of {len(names)}). Training them now under profile {name}: {said}.\n"
-            "(Chapter 5 trains and saves these models; run after it, in the same runtime or with the "
-            f"same ${paths.RUNS_ENV}, a chapter reuses them instead.)")
+    names = list(catalogue.model_names() if models is None else models)
+    table = reader.index_dataset(ctx.ensure_demo_data(), progress=False).table
+    split = make_split(table, EXPERIMENT_SPLIT["method"], seed=seed, test_size=test_size, val_size=val_size)
+    run_dirs = {name: runs.default_run_dir(ctx.profile, split, name) for name in names}
+    if not train:
+        return Experiment(names, table, split, None, run_dirs, {})
+    results = compare.compare_models(names, split, ctx.profile)
+    run_dirs = {row.model: Path(row.record_path).parent for row in results.itertuples()}
+    records = {name: evaluate.load_record(runs.record_path(run_dirs[name])) for name in names}
+    return Experiment(names, table, split, results, run_dirs, records)
 
 
 def environment_summary(ctx: Context) -> str:

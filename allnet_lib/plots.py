@@ -19,17 +19,12 @@ import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
+from allnet_lib import catalogue
 from allnet_lib.labels import CLASSES
 
 CLASS_COLORS = {"hem": "#2a9d8f", "all": "#c8553d"}  # normal: teal, leukemic: brick red
 CLASS_NAMES = {"hem": "hem (normal)", "all": "ALL (leukemic)"}
-MODEL_COLORS = {
-    "alexnet": "#4c72b0",
-    "vgg16": "#dd8452",
-    "resnet50": "#55a868",
-    "inception_v3": "#8172b3",
-    "proposed": "#c44e52",
-}
+MODEL_COLORS = catalogue.model_colors()  # each model's colour lives in its catalogue entry
 EXTRA_COLORS = ("#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd")
 REFERENCE_COLOR = "#222222"  # markers for the 2019 report's numbers
 METRIC_LABELS = {
@@ -54,8 +49,8 @@ def use_style() -> None:
 
 def model_color(name: str) -> str:
     """The model's colour; unknown names get a stable colour from the spare palette."""
-    if name in MODEL_COLORS:
-        return MODEL_COLORS[name]
+    if name in catalogue.CATALOGUE:
+        return catalogue.CATALOGUE[name].color
     return EXTRA_COLORS[sum(map(ord, str(name))) % len(EXTRA_COLORS)]
 
 

@@ -19,12 +19,14 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
+from allnet_lib import catalogue
+
 PROFILE_ENV = "ALLNET_PROFILE"
 OPTIMIZERS = ("sgd", "adam")
 MONITORS = ("val_accuracy", "val_balanced_accuracy", "val_loss")
 #: Images in the default synthetic demo set (40 ALL + 20 HEM subjects; see allnet_lib.demo).
 DEMO_IMAGES = 2400
-MODEL_NAMES = ("alexnet", "vgg16", "resnet50", "inception_v3", "proposed")
+MODEL_NAMES = catalogue.MODEL_NAMES  # kept for callers; the catalogue is the home
 
 
 @dataclass(frozen=True)
@@ -109,15 +111,16 @@ def _validate(p: Profile) -> None:
         raise ValueError(f"profile {p.name!r}: learning_rates must be positive, got {p.learning_rates}")
     if p.bn_momentum is not None and not 0 < p.bn_momentum < 1:
         raise ValueError(f"profile {p.name!r}: bn_momentum must be in (0, 1) or None")
-    if p.leakage_model not in MODEL_NAMES:
-        raise ValueError(f"profile {p.name!r}: leakage_model {p.leakage_model!r} is not one of {', '.join(MODEL_NAMES)}")
+    names = catalogue.model_names()
+    if p.leakage_model not in names:
+        raise ValueError(f"profile {p.name!r}: leakage_model {p.leakage_model!r} is not one of {', '.join(names)}")
     if not p.leakage_seeds or p.leakage_epochs is not None and int(p.leakage_epochs) < 1:
         raise ValueError(f"profile {p.name!r}: leakage_seeds must name at least one seed and "
                          "leakage_epochs be None or at least 1")
-    unknown = sorted((set(p.image_sizes) | set(p.learning_rates)) - set(MODEL_NAMES))
+    unknown = sorted((set(p.image_sizes) | set(p.learning_rates)) - set(names))
     if unknown:
         raise ValueError(f"profile {p.name!r}: image_sizes/learning_rates name unknown model(s) {unknown}; "
-                         f"models are {', '.join(MODEL_NAMES)}")
+                         f"models are {', '.join(names)}")
 
 
 #: Departures from the 2019 report that every profile shares: the book's corrections and the
@@ -141,13 +144,12 @@ COMMON_DEPARTURES = (
     "how its VGG16 was initialised",
 )
 
-_REPORT_SIZES = {"alexnet": 227, "vgg16": 224, "resnet50": 224, "inception_v3": 299, "proposed": 300}
+_REPORT_SIZES = catalogue.report_sizes()  # kept for callers; the catalogue is the home
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke", epochs=1, batch_size=4, optimizer="sgd", learning_rate=1e-3,
-        image_sizes={"alexnet": 67, "vgg16": 32, "resnet50": 32, "inception_v3": 75,
-                     "proposed": 32},
+        image_sizes=catalogue.min_sizes(),
         crop=400, augment=True, early_stopping_patience=None, class_weight=False,
         max_train_images=8, demo_images=60, momentum=0.0, monitor="val_accuracy", seed=0,
         run_eagerly=True,
@@ -163,8 +165,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "demo": Profile(
         name="demo", epochs=6, batch_size=16, optimizer="adam", learning_rate=1e-4,
-        image_sizes={"alexnet": 96, "vgg16": 64, "resnet50": 64, "inception_v3": 75,
-                     "proposed": 64},
+        image_sizes=catalogue.demo_sizes(),
         crop=400, augment=True, early_stopping_patience=None, class_weight=True,
         max_train_images=600, demo_images=DEMO_IMAGES, momentum=0.0, monitor="val_balanced_accuracy",
         seed=0, learning_rates={"resnet50": 1e-3, "inception_v3": 1e-3, "proposed": 3e-4},
@@ -192,7 +193,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "seed": Profile(
         name="seed", epochs=100, batch_size=30, optimizer="sgd", learning_rate=0.0002,
-        image_sizes=dict(_REPORT_SIZES), crop=400, augment=True, early_stopping_patience=None,
+        image_sizes=catalogue.report_sizes(), crop=400, augment=True, early_stopping_patience=None,
         class_weight=False, max_train_images=None, demo_images=DEMO_IMAGES, momentum=0.0,
         monitor="val_accuracy", seed=0,
         description=(

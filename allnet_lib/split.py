@@ -218,6 +218,62 @@ def fold_split(table: pd.DataFrame, *, test_folds: Iterable[str] = ("fold_2",),
     return split
 
 
+# ----------------------------------------------------------------------------------------------
+# the registry: splits by name (the CLI, compare and the chapters make them here)
+# ----------------------------------------------------------------------------------------------
+
+#: The splits the CLI, :mod:`allnet_lib.compare` and the chapters make by name.
+SPLIT_METHODS = ("subject", "image", "fold")
+#: Each method's default seed: 120 is the report's for its random image split; fold splits have none.
+DEFAULT_SEEDS = {"subject": 0, "image": 120, "fold": None}
+DEFAULT_TEST_SIZE = 0.2
+DEFAULT_VAL_SIZE = 0.0
+DEFAULT_TEST_FOLDS = ("fold_2",)
+#: The split the book's experiments (chapters 5-9) and the experiment commands (``allnet train``,
+#: ``compare``) train on unless told otherwise: whole subjects, 20 % test, 20 % validation (which
+#: picks the best epoch), seed 0. One name, one split, one run folder for both.
+EXPERIMENT_SPLIT = {"method": "subject", "seed": 0, "test_size": 0.2, "val_size": 0.2}
+
+
+def default_seed(method: str) -> int | None:
+    """The seed a split ``method`` uses when none is given (see :data:`DEFAULT_SEEDS`)."""
+    _check_method(method)
+    return DEFAULT_SEEDS[method]
+
+
+def make_split(table: pd.DataFrame, method: str, *, seed: int | None = None,
+               test_size: float = DEFAULT_TEST_SIZE, val_size: float = DEFAULT_VAL_SIZE,
+               test_folds: Iterable[str] = DEFAULT_TEST_FOLDS, val_folds: Iterable[str] = ()) -> Split:
+    """The split called ``method``, the same for every caller (CLI, compare, chapters):
+
+    * ``subject``: :func:`subject_split`; ``image``: :func:`random_image_split` (the report's), both
+      of the official training folds only when the table has them (:func:`training_rows`: the
+      preliminary and final test sets stay untouched);
+    * ``fold``: :func:`fold_split` (``test_folds``, ``val_folds``; sizes and seed do not apply).
+
+    ``seed=None`` takes the method's :data:`DEFAULT_SEEDS`. ``make_split(table, **split_settings(s))``
+    makes ``s`` again from the same data.
+    """
+    _check_method(method)
+    if method == "fold":
+        return fold_split(table, test_folds=test_folds, val_folds=val_folds)
+    seed = DEFAULT_SEEDS[method] if seed is None else int(seed)
+    splitter = subject_split if method == "subject" else random_image_split
+    return splitter(training_rows(table), test_size=test_size, val_size=val_size, seed=seed)
+
+
+def split_settings(split: Split) -> dict:
+    """What :func:`make_split` needs to make ``split`` again (kept in a run's ``config.json``)."""
+    params = {key: list(value) if isinstance(value, (tuple, list)) else value
+              for key, value in split.params.items()}
+    return {"method": split.method, "seed": split.seed, **params}
+
+
+def _check_method(method: str) -> None:
+    if method not in SPLIT_METHODS:
+        raise ValueError(f"unknown split method {method!r}; use one of {', '.join(SPLIT_METHODS)}")
+
+
 def manifest_hash(table_or_split) -> str:
     """sha256 over the sorted (filename, label, part) triples: the same split gives the same hash
     on any machine, wherever the files are (paths are left out on purpose).

@@ -64,13 +64,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from allnet_lib import paths
 from allnet_lib.labels import CLASSES
 from allnet_lib.messages import option
+# the run folder's names and readers belong to allnet_lib.runs (re-exported here for callers)
+from allnet_lib.runs import (BACKUP_DIR, BEST_NAME, BEST_WEIGHTS, CONFIG_NAME, HISTORY_NAME,  # noqa: F401
+                             LAST_NAME, default_run_dir, read_history)
+from allnet_lib.runs import _jsonable, write_json as _write_json
 
-CONFIG_NAME, HISTORY_NAME = "config.json", "history.csv"
-BEST_NAME, LAST_NAME, BACKUP_DIR = "best.keras", "last.keras", "backup"
-BEST_WEIGHTS = ".best.weights.h5"  # during training; becomes best.keras when the run ends
 CARVED_VAL_SIZE = 0.2  # share of training images moved to validation when a split has none
 MAX_EPOCH_LINES = 25   # notebook progress: at most about this many epoch lines
 # profile fields that do not change what a run computes (left out of config comparisons)
@@ -137,7 +137,8 @@ def train_model(model_name: str, split, profile, *, run_dir=None, resume: bool =
     resumed = _resumed_record(run_dir, state)
     _write_json(run_dir / CONFIG_NAME, {"config": config, "status": "running",
                                         "environment": environment(backend, data),
-                                        "resumed_after_epochs": resumed})
+                                        "resumed_after_epochs": resumed,
+                                        "split_settings": _split_settings(split)})
     _say(progress, *notes)
     if resumed:  # said even without progress output: it changes what the run is
         notes.append(f"resumed an interrupted run after epoch {resumed[-1]}")
@@ -174,11 +175,6 @@ def _resumed_record(run_dir: Path, state: str) -> list[int]:
         return []
     stored = _check_is_run(run_dir)
     return list(stored.get("resumed_after_epochs") or []) + [_backup_epoch(run_dir)]
-
-
-def default_run_dir(profile, split, model_name: str) -> Path:
-    """``runs_root()/<profile>/<split name>/<model>``."""
-    return paths.runs_root() / profile.name / split.name / model_name
 
 
 def training_parts(split, profile, notes: list | None = None):
@@ -336,27 +332,6 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def _jsonable(value):
-    return json.loads(json.dumps(value, default=str))
-
-
-def _write_json(path: Path, value: dict) -> None:
-    """Atomic write: a temporary sibling, then rename (a crash never leaves half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(_jsonable(value), indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def read_history(run_dir: Path) -> pd.DataFrame:
-    """history.csv as a DataFrame, one row per epoch (a repeated epoch keeps its last row)."""
-    path = Path(run_dir) / HISTORY_NAME
-    if not path.is_file() or path.stat().st_size == 0:
-        return pd.DataFrame(columns=["epoch"])
-    history = pd.read_csv(path)
-    return history.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
-
-
 def _reuse(run_dir: Path, model_name: str, config: dict, progress: bool) -> TrainResult:
     import keras
 
@@ -487,16 +462,30 @@ def _finish(model_name, model, run_dir, config, backend, data, notes) -> TrainRe
         "epochs_run": int(len(history)), "best_epoch": best_epoch,
         "best_train_accuracy": best_train_accuracy, "seconds": seconds,
         "images_per_second": speed, "notes": notes,
-        "resumed_after_epochs": _stored_resumed(run_dir)})
+        "resumed_after_epochs": _stored_resumed(run_dir),
+        "split_settings": _stored(run_dir).get("split_settings")})
     return TrainResult(model_name, model, history, run_dir, run_dir / BEST_NAME,
                        run_dir / LAST_NAME, seconds, speed, config, best_epoch=best_epoch,
                        notes=notes, best_train_accuracy=best_train_accuracy)
 
 
+def _stored(run_dir: Path) -> dict:
+    """The run's config.json as written so far ({} when unreadable)."""
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        return dict(json.loads((run_dir / CONFIG_NAME).read_text()))
+    return {}
+
+
 def _stored_resumed(run_dir: Path) -> list[int]:
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        return list(json.loads((run_dir / CONFIG_NAME).read_text()).get("resumed_after_epochs") or [])
-    return []
+    return list(_stored(run_dir).get("resumed_after_epochs") or [])
+
+
+def _split_settings(split) -> dict | None:
+    """How to make the run's split again (split.make_split), kept beside its config: not compared,
+    so runs made before it was recorded stay reusable. None for a split made by hand."""
+    from allnet_lib.split import SPLIT_METHODS, split_settings
+
+    return split_settings(split) if getattr(split, "method", None) in SPLIT_METHODS else None
 
 
 def _best_row(history: pd.DataFrame, monitor: str) -> tuple[int | None, float | None]:

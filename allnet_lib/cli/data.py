@@ -21,8 +21,8 @@ from allnet_lib import paths
 from allnet_lib.profiles import DEMO_IMAGES
 from allnet_lib.cli import EXIT_OK, EXIT_PROBLEMS, BadData, UserError
 
-SPLIT_METHODS = ("subject", "image", "fold")
-DEFAULT_SEEDS = {"image": 120, "subject": 0}  # the report's seed for its split; 0 otherwise
+from allnet_lib.split import DEFAULT_SEEDS, SPLIT_METHODS  # noqa: E402,F401  (the split registry)
+
 _SHOWN_PROBLEMS = 10
 
 
@@ -54,8 +54,9 @@ def user_errors(func):
 
 def _add_data_argument(parser: argparse.ArgumentParser) -> None:
     """DATA as an optional positional or --data; the default comes from ALLNET_DATA."""
-    default_help = (f"default: the real data under $ALLNET_DATA/cnmc if present, else the demo set "
-                    f"under $ALLNET_DATA/demo (now {_default_data_hint()})")
+    default_help = (f"default, as in the book: the real data under $ALLNET_DATA/cnmc when "
+                    f"$ALLNET_PROFILE is seed and it is there, else the demo set under "
+                    f"$ALLNET_DATA/demo (now {_default_data_hint()})")
     parser.add_argument("data_pos", nargs="?", metavar="DATA",
                         help=f"data folder, in any layout the reader understands; {default_help}")
     parser.add_argument("--data", dest="data_opt", metavar="DIR", help="same as DATA")
@@ -69,14 +70,19 @@ def _default_data_hint() -> str:
 
 
 def _default_data() -> Path:
-    """Real C-NMC if it has been fetched, else the demo set; explain when neither exists."""
-    for candidate in (paths.cnmc_dir(), paths.demo_dir()):
-        if candidate.is_dir():
-            return candidate
+    """The data-folder rule of the book and ``allnet train`` (``paths.data_dir_for``) under
+    ``$ALLNET_PROFILE`` (default demo); explain when that folder does not exist."""
+    from allnet_lib.profiles import get_profile
+
+    profile = get_profile(None)
+    folder, real = paths.data_dir_for(profile, say=lambda text: None)
+    if folder.is_dir():
+        return folder
     raise UserError(
-        f"no data folder given and none found: neither {paths.cnmc_dir()} nor "
-        f"{paths.demo_dir()} exists. Run `allnet demo-data` to make the demo set, set "
-        f"{paths.DATA_ENV} to where your data is, or pass the folder as DATA."
+        f"no data folder given and none found: profile {profile.name} uses {folder}, which does "
+        f"not exist (the real data under {paths.cnmc_dir()} is used only under profile "
+        f"{' or '.join(paths.REAL_DATA_PROFILES)}). Run `allnet demo-data` to make the demo set, "
+        f"set {paths.DATA_ENV} to where your data is, or pass the folder as DATA."
     )
 
 
@@ -404,10 +410,9 @@ def _make_split(splitting, table, args):
         if args.seed is not None or args.test_size != 0.2 or args.val_size:
             print("note: --by fold ignores --seed, --test-size and --val-size; use "
                   "--test-folds/--val-folds", file=sys.stderr)
-        return splitting.fold_split(table, test_folds=args.test_folds, val_folds=args.val_folds)
-    seed = DEFAULT_SEEDS[args.by] if args.seed is None else args.seed
-    func = splitting.subject_split if args.by == "subject" else splitting.random_image_split
-    return func(table, test_size=args.test_size, val_size=args.val_size, seed=seed)
+    return splitting.make_split(table, args.by, seed=args.seed, test_size=args.test_size,
+                                val_size=args.val_size, test_folds=args.test_folds,
+                                val_folds=args.val_folds)
 
 
 def _warn_about_leaks(split, by: str) -> None:

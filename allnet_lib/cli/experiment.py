@@ -2,8 +2,9 @@
 
 Each is a thin layer over :mod:`allnet_lib.train`, :mod:`allnet_lib.evaluate` and
 :mod:`allnet_lib.compare`, so the command line does exactly what the book does. Without
-``--data`` the real C-NMC data is used when it is there, otherwise the synthetic demo set (made
-on first use, which is said). Finished work is reused: a second identical ``compare`` or
+``--data`` the data follows the book's rule (``paths.data_dir_for``): the real C-NMC data under
+the ``seed`` profile when it is there, otherwise the synthetic demo set at the profile's size
+(made on first use, which is said). Finished work is reused: a second identical ``compare`` or
 ``leakage`` only reads its records back, and says so.
 
 Exit codes: the table ``allnet_lib.cli.EXIT_CODES`` (0 ok; 1 bad input found: no usable image
@@ -25,8 +26,7 @@ from pathlib import Path
 from allnet_lib import paths
 from allnet_lib.cli import BadData, UserError
 
-SPLIT_METHODS = ("subject", "image", "fold")
-DEFAULT_SEEDS = {"image": 120, "subject": 0, "fold": 0}  # 120: the report's seed for its split
+from allnet_lib.split import DEFAULT_SEEDS, SPLIT_METHODS  # noqa: E402,F401  (the split registry)
 FETCH_HINT = ("make the synthetic demo set with `allnet demo-data`, or get the real C-NMC data "
               "with `python data_scripts/fetch_cnmc.py` (see data_scripts/README.md)")
 
@@ -67,10 +67,13 @@ def _add_common(parser, *, split: bool = True, seed_help: str | None = None) -> 
         parser.add_argument("--split", choices=SPLIT_METHODS, default="subject",
                             help="subject: whole people to one side (honest); image: the 2019 "
                                  "report's random image split (optimistic); fold: official folds, "
-                                 "fold_2 as test (default: %(default)s)")
+                                 "fold_2 as test (default: %(default)s). Subject and image splits "
+                                 "keep 20%% of the images for test and 20%% for validation, as the "
+                                 "book's chapters 5-9 do (same split, same run folders)")
     parser.add_argument("--data", metavar="DIR", default=None,
-                        help="data folder (default: the real data under $ALLNET_DATA/cnmc if present, "
-                             "else the demo set under $ALLNET_DATA/demo, made if missing)")
+                        help="data folder (default, as in the book: the real data under "
+                             "$ALLNET_DATA/cnmc for --profile seed if present, else the demo set "
+                             "under $ALLNET_DATA/demo at the profile's size, made if needed)")
     parser.add_argument("--seed", type=int, default=None,
                         help=seed_help or "seed of the split (default: 120 for --split image, the "
                                           "report's; 0 otherwise)")
@@ -107,23 +110,23 @@ def _check_model(name: str, profile) -> str:
 
 
 def _data_folder(args, profile) -> Path:
-    """--data, or the real data if fetched, or the demo set (generated here when missing)."""
+    """--data, else the data-folder rule the book follows (``paths.data_dir_for``): the real data
+    under profile seed when fetched, else the demo set at the profile's size (made here if needed)."""
     if args.data:
         folder = Path(args.data).expanduser()
         if not folder.is_dir():
             raise UserError(f"data folder {folder} does not exist; {FETCH_HINT}")
         return folder
-    if (paths.cnmc_dir() / "C-NMC_training_data").is_dir():
-        return paths.cnmc_dir()
-    demo = paths.demo_dir()
-    if not (demo / "C-NMC_training_data").is_dir():
-        from allnet_lib.demo import make_demo_dataset
+    folder, real = paths.data_dir_for(profile)
+    if real:
+        return folder
+    from allnet_lib.demo import ensure_demo_data
 
-        print(f"no data found in {paths.data_root()}: generating the synthetic demo set "
-              f"({profile.demo_images} images) in {demo}. For the real C-NMC data run "
-              "`python data_scripts/fetch_cnmc.py`.")
-        make_demo_dataset(demo, n_images=profile.demo_images, progress=not args.no_progress)
-    return demo
+    if not (folder / "C-NMC_training_data").is_dir():
+        print(f"no demo set in {paths.data_root()}: generating the synthetic demo set "
+              f"({profile.demo_images} images) in {folder}. For the real C-NMC data run "
+              "`python data_scripts/fetch_cnmc.py` and use --profile seed.")
+    return ensure_demo_data(profile, progress=not args.no_progress)
 
 
 def _table(folder: Path):
@@ -142,10 +145,12 @@ def _table(folder: Path):
 
 
 def _split(args, table):
-    from allnet_lib.compare import make_split
+    """The split the book trains on (``split.EXPERIMENT_SPLIT``: 20 % test, 20 % validation
+    subjects), by --split and --seed: the same name, the same split and run folders as the book."""
+    from allnet_lib.split import EXPERIMENT_SPLIT, make_split
 
-    seed = DEFAULT_SEEDS[args.split] if args.seed is None else args.seed
-    return make_split(table, args.split, seed=seed)
+    return make_split(table, args.split, seed=args.seed,  # None: the method's default seed
+                      test_size=EXPERIMENT_SPLIT["test_size"], val_size=EXPERIMENT_SPLIT["val_size"])
 
 
 def _write_text(path: Path, text: str) -> Path:
@@ -212,14 +217,14 @@ def _register_train(subparsers) -> None:
 
 @user_errors
 def run_train(args) -> int:
-    from allnet_lib.compare import default_run_dir
+    from allnet_lib.runs import default_run_dir
     from allnet_lib.train import train_model
 
     profile = _profile(args)
     model = _check_model(args.model, profile)
     folder = _data_folder(args, profile)
     split = _split(args, _table(folder))
-    run_dir = Path(args.out) if args.out else default_run_dir(model, split, profile)
+    run_dir = Path(args.out) if args.out else default_run_dir(profile, split, model)
     print(f"training {model} · profile {profile.name} · split {split.name} · data {folder}")
     result = train_model(model, split, profile, run_dir=run_dir, progress=not args.no_progress,
                          overwrite=args.overwrite)
@@ -253,40 +258,48 @@ def _register_evaluate(subparsers) -> None:
 
 def _finished_run(run_dir: Path) -> dict:
     """config.json of a finished run, or a UserError saying what is missing."""
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        raise UserError(f"{run_dir} is not a training run (no config.json); train one with "
+    from allnet_lib import runs
+
+    stored = runs.read_config(run_dir)
+    if stored is None:
+        raise UserError(f"{run_dir} is not a training run (no {runs.CONFIG_NAME}); train one with "
                         "`allnet train --model M --profile P`")
-    stored = json.loads(config_path.read_text())
-    if stored.get("status") != "finished" or not (run_dir / "best.keras").is_file():
+    if not runs.is_finished(run_dir):
         raise UserError(f"the run in {run_dir} has not finished (status {stored.get('status')!r}); "
                         "run the same `allnet train` command again to resume it")
     return stored
 
 
 def _rebuild_split(stored: dict, table):
-    """The run's split, made again from the data and checked against the stored manifest hash."""
-    from allnet_lib.compare import make_split
-    from allnet_lib.split import manifest_hash
+    """The run's split, made again from the data by the settings stored in its config.json
+    (``split_settings``), and checked against the stored manifest hash."""
+    from allnet_lib.split import make_split, manifest_hash
 
     config = stored["config"]
     name = str(config["split"])
-    method = name.split("-")[0]
-    if method not in SPLIT_METHODS:
+    settings = stored.get("split_settings") or _settings_from_name(name)
+    if not settings or settings.get("method") not in SPLIT_METHODS:
         raise UserError(f"the run's split {name!r} was not made by `allnet train`; evaluate it "
                         "from Python with allnet_lib.evaluate.evaluate_model")
-    seed = re.search(r"-s(\d+)", name)
-    split = make_split(table, method, seed=int(seed.group(1)) if seed else 0)
+    split = make_split(table, **settings)
     if manifest_hash(split) != config.get("split_hash"):
         raise UserError(f"the data does not reproduce the run's split {name!r} (different images); "
                         "pass the data folder the run was trained on with --data")
     return split
 
 
+def _settings_from_name(name: str) -> dict | None:
+    """Runs trained before config.json kept ``split_settings``: method and seed read from the
+    split's name (``subject-s0-t20``), the default sizes assumed (as `allnet train` used them)."""
+    method, seed = name.split("-")[0], re.search(r"-s(\d+)", name)
+    return {"method": method, "seed": int(seed.group(1)) if seed else 0} if method in SPLIT_METHODS else None
+
+
 @user_errors
 def run_evaluate(args) -> int:
     from allnet_lib import evaluate
-    from allnet_lib.compare import RECORD_NAME, experiment_config
+    from allnet_lib import runs
+    from allnet_lib.compare import experiment_config
     from allnet_lib.profiles import Profile
 
     run_dir = Path(args.run).expanduser()
@@ -301,7 +314,7 @@ def run_evaluate(args) -> int:
     folder = _data_folder(args, profile)
     split = _rebuild_split(stored, _table(folder))
     experiment = experiment_config(model_name, split, profile)
-    path = run_dir / RECORD_NAME
+    path = runs.record_path(run_dir)
     if path.exists() and not args.overwrite:
         record = evaluate.load_record(path)
         if record.get("config", {}).get("experiment") == experiment:
@@ -319,14 +332,11 @@ def run_evaluate(args) -> int:
 
 def _evaluate_run(run_dir, stored, split, profile, experiment, *, progress):
     """Load best.keras and evaluate it; training facts come from the run's config.json."""
-    import keras
-
-    from allnet_lib import evaluate
-    from allnet_lib import models  # noqa: F401  (registers the custom layers for loading)
+    from allnet_lib import evaluate, runs
     from allnet_lib.split import manifest_hash
 
     config = stored["config"]
-    model = keras.saving.load_model(run_dir / "best.keras", compile=False)
+    model = runs.load_best(run_dir)
     record = evaluate.evaluate_model(
         model, split.test, image_size=config["image_size"], crop=profile.crop, name=config["model"],
         config={"experiment": experiment, "training": config}, split_name=split.name,
