@@ -104,6 +104,34 @@ def test_answer_cells_are_nbgrader_solution_cells():
                 assert meta["grade_id"] in course.exercises_in(nb)
 
 
+def test_solution_text_cells_are_nbgrader_manually_graded_answers():
+    """So that nbgrader's generate_assignment, run on the chapters as they are, clears the text of
+    every solution (its answer code is cleared by the solution markers)."""
+    for path in [*(BOOK / f"{e}.ipynb" for e in course.book_notebooks(BOOK)),
+                 BOOK / "templates" / "chapter_template.ipynb"]:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        for cell in nb["cells"]:
+            if course.is_solution_text(cell) and "{solution-end}" not in "".join(cell["source"]):
+                meta = cell["metadata"].get("nbgrader", {})
+                assert meta.get("solution") is True and meta.get("grade") is True and meta.get("points", 0) > 0, \
+                    f"{path.relative_to(BOOK)}: a solution's text without course.solution_text_metadata"
+                assert meta["grade_id"].endswith("-text") and meta["grade_id"][:-5] in course.exercises_in(nb)
+
+
+def test_mark_solution_cells_adds_nbgrader_metadata_once(tmp_path):
+    path = tmp_path / "nb.ipynb"
+    nb = {"cells": [_md(":::{solution} ex-backpropagation-2\n:class: dropdown\n\nA\n:::"),
+                    _md(":::{solution-end}\n:::"), _md("text")],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    path.write_text(json.dumps(nb, indent=1) + "\n")
+    assert course.mark_solution_cells(path) == 1
+    cells = json.loads(path.read_text())["cells"]
+    assert cells[0]["metadata"] == course.solution_text_metadata("ex-backpropagation-2")
+    assert cells[1]["metadata"] == {} and cells[2]["metadata"] == {}
+    assert path.read_text().endswith("}\n")
+    assert course.mark_solution_cells(path) == 0
+
+
 def test_cli_writes_the_student_edition_and_keeps_what_exists(tmp_path, capsys):
     out = tmp_path / "student"
     assert allnet(["course", "student", str(out)]) == 0
