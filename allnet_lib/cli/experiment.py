@@ -68,8 +68,9 @@ def _add_common(parser, *, split: bool = True, seed_help: str | None = None) -> 
                             help="subject: whole people to one side (honest); image: the 2019 "
                                  "report's random image split (optimistic); fold: official folds, "
                                  "fold_2 as test (default: %(default)s). Subject and image splits "
-                                 "keep 20%% of the images for test and 20%% for validation, as the "
-                                 "book's chapters 5-9 do (same split, same run folders)")
+                                 f"keep {_share('test_size')} of the images for test and "
+                                 f"{_share('val_size')} for validation, as the book's chapters 5-9 "
+                                 "do (same split, same run folders)")
     parser.add_argument("--data", metavar="DIR", default=None,
                         help="data folder (default, as in the book: the real data under "
                              "$ALLNET_DATA/cnmc for --profile seed if present, else the demo set "
@@ -81,6 +82,13 @@ def _add_common(parser, *, split: bool = True, seed_help: str | None = None) -> 
     parser.add_argument("--image-size", type=int, default=None, metavar="PX",
                         help="override the profile's input side for every model")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _share(key: str) -> str:
+    """A size of split.EXPERIMENT_SPLIT as argparse help text, e.g. ``20%%``."""
+    from allnet_lib.split import EXPERIMENT_SPLIT
+
+    return f"{EXPERIMENT_SPLIT[key]:.0%}".replace("%", "%%")
 
 
 def _profile(args):
