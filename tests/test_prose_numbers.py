@@ -66,7 +66,8 @@ REFERENCE = re.compile(r"\{cite:[pt]\}|\bthe (?:2019 )?report(?:'s)?\b|\breferen
 NUMBER = re.compile(r"(?<![\w.$\\-])\d+(?:[.,]\d+)*(?:\s*(?:x|×)\s*\d+)*%?(?![\w])")
 
 CODE_BLOCK = re.compile(r"^[ \t]*(?:\d+[.)][ \t]+)?(```|~~~).*?^[ \t]*\1[ \t]*$", re.M | re.S)
-MATH = re.compile(r"\$\$.*?\$\$|\$[^$\n]+\$|\\begin\{(\w+\*?)\}.*?\\end\{\1\}", re.S)
+# inline math may wrap over one line break, never over a blank line
+MATH = re.compile(r"\$\$.*?\$\$|\$(?:(?!\n\s*\n)[^$])+?\$|\\begin\{(\w+\*?)\}.*?\\end\{\1\}", re.S)
 GLUE = re.compile(r"\{glue(?::\w+)?\}`[^`]+`")
 ROLE = re.compile(r"\{(?!cite)[\w:-]+\}`[^`]*`")  # {doc}, {ref}, {numref}, {term}: targets, not prose
 CITE = re.compile(r"\{cite:[pt]\}`[^`]*`")
@@ -88,14 +89,14 @@ def pages_cells(page: Path):
 
 
 def clean(markdown: str) -> str:
-    """The prose of a markdown cell: code, math, glue roles and link targets removed (CITE kept,
-    as the label of a reference), list markers dropped."""
+    """The prose of a markdown cell: code, glue roles, math and link targets removed (a citation
+    kept, as the label of a reference), list markers dropped."""
     text = CODE_BLOCK.sub(" ", markdown)
-    text = MATH.sub(" ‹math› ", text)
     text = GLUE.sub(" ‹glued› ", text)
     text = CITE.sub(" {cite:p} ", text)
     text = ROLE.sub(" ‹ref› ", text)
-    text = CODE.sub("‹code›", text)
+    text = CODE.sub("‹code›", text)  # before math: `$ALLNET_DATA` is code, not a formula
+    text = MATH.sub(" ‹math› ", text)
     text = LINK_TARGET.sub("]", text)
     text = HTML.sub(" ", text)
     text = DIRECTIVE_OPTION.sub("", text)
