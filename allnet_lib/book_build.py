@@ -419,6 +419,17 @@ def _first_line(text: str, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def remove_abandoned_staging(out: Path) -> list[Path]:
+    """Remove the staging folders that killed builds left in ``out`` (a build removes its own when
+    it ends, even on an error; only SIGKILL or a power cut leaves one), saying so. Two builds
+    into one ``--out`` at once are not supported: they would also overwrite each other's pages."""
+    removed = sorted(out.glob(".staging-*"))
+    for folder in removed:
+        print(f"removing {folder}: the staging folder of an interrupted build")
+        shutil.rmtree(folder, ignore_errors=True)
+    return removed
+
+
 def render(staging: Path, log_path: Path) -> bool:
     """Render the staged book to ``staging/_build/html``; True if Jupyter Book reported no problem.
 
@@ -534,6 +545,7 @@ def build(profile: str = "demo", *, only: str | None = None, out: Path = DEFAULT
         profiles.PROFILE_ENV: prof.name,
         **{k: os.environ.get(k, v) for k, v in notebook.TF_ENV.items()},  # quiet, oneDNN on
     }
+    remove_abandoned_staging(out)
     staging = out / f".staging-{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
     try:

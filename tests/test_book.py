@@ -427,3 +427,12 @@ def test_replace_dir_swaps_and_removes_the_old(tmp_path):
     book_build.replace_dir(new, target)
     assert (target / "a").read_text() == "new" and not new.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["target"]
+
+
+def test_a_killed_builds_staging_folder_is_removed_by_the_next_build(tmp_path, capsys):
+    left = tmp_path / ".staging-0123abcd"
+    (left / "experiments").mkdir(parents=True)
+    (tmp_path / "html").mkdir()
+    assert book_build.remove_abandoned_staging(tmp_path) == [left]
+    assert not left.exists() and (tmp_path / "html").is_dir()
+    assert "interrupted build" in capsys.readouterr().out
