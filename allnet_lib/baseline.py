@@ -21,7 +21,6 @@ so in every record and result).
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 import time
 from typing import Any, Callable, Iterable, Mapping
@@ -191,38 +190,21 @@ def evaluate_classical(model, table: pd.DataFrame, features: pd.DataFrame, *, na
     start = time.perf_counter()
     p_all = _p_all(model, x)
     seconds = time.perf_counter() - start
-    y = table["y"].astype(int).to_numpy()
-    subjects = table["subject"].astype(str).to_numpy()
-    metrics = evaluate.metrics_from_predictions(y, p_all, subjects=subjects, threshold=threshold,
-                                                n_bootstrap=n_bootstrap, seed=seed)
-    record = {
-        "schema": evaluate.SCHEMA_ID,
-        "name": name or facts.get("name") or type(model).__name__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "split": split_name,
-        "manifest_hash": manifest_hash(table),
-        "config": {"classical_baseline": True, "description": DESCRIPTION,
-                   "model": facts.get("model"), "estimator": _estimator_text(model),
-                   "features": list(FEATURE_NAMES), "seed": facts.get("seed"),
-                   "fit_on": FIT_ON, **dict(config or {})},
-        "crop": None,
-        "n_images": int(len(table)),
-        "seconds": seconds,
-        "images_per_second": len(table) / seconds if seconds > 0 else None,
-        "metrics": metrics,
-        "predictions": {"filename": table["filename"].astype(str).tolist(), "subject": subjects.tolist(),
-                        "y": y.tolist(), "p_all": p_all.tolist()},
-        "training": {"seconds": facts.get("fit_seconds"),
-                     "images_per_second": (facts["n_fit"] / facts["fit_seconds"]
-                                           if facts.get("fit_seconds") else None),
-                     "n_images": facts.get("n_fit"), "train_accuracy": facts.get("train_accuracy"),
-                     "fit_on": FIT_ON},
-        "baseline": "classical",
-        "versions": _versions(),
-    }
-    record = evaluate._jsonable(record)
-    evaluate.validate_record(record)
-    return record
+    predictions = table[["filename", "subject", "y"]]
+    return evaluate.record_from_predictions(
+        name or facts.get("name") or type(model).__name__, predictions, p_all,
+        config={"classical_baseline": True, "description": DESCRIPTION,
+                "model": facts.get("model"), "estimator": _estimator_text(model),
+                "features": list(FEATURE_NAMES), "seed": facts.get("seed"),
+                "fit_on": FIT_ON, **dict(config or {})},
+        seconds=seconds, split_name=split_name, manifest_hash=manifest_hash(table), threshold=threshold,
+        n_bootstrap=n_bootstrap, seed=seed, versions=_versions(),
+        extra={"training": {"seconds": facts.get("fit_seconds"),
+                            "images_per_second": (facts["n_fit"] / facts["fit_seconds"]
+                                                  if facts.get("fit_seconds") else None),
+                            "n_images": facts.get("n_fit"), "train_accuracy": facts.get("train_accuracy"),
+                            "fit_on": FIT_ON},
+               "baseline": "classical"})
 
 
 def _estimator_text(model) -> str:

@@ -23,8 +23,6 @@ which is the mistake of picking the best epoch on the test set all over again.
 
 from __future__ import annotations
 
-import datetime as _dt
-import platform
 import time
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -59,62 +57,9 @@ D4_TRANSFORMS: tuple[str, ...] = (
 # --------------------------------------------------------------------------------------------
 # records
 # --------------------------------------------------------------------------------------------
-def _versions() -> dict:
-    import allnet_lib
-
-    out = {"allnet": allnet_lib.__version__, "python": platform.python_version()}
-    try:
-        import keras
-
-        out["keras"] = keras.__version__
-        out["keras_backend"] = keras.backend.backend()
-    except Exception:  # noqa: BLE001 - informative only
-        pass
-    return out
-
-
-def record_from_predictions(name: str, predictions: pd.DataFrame, p_all, *, config: dict | None = None,
-                            seconds: float = 0.0, image_size: int | None = None,
-                            crop: int | None = None, split_name: str | None = None,
-                            manifest_hash: str | None = None, threshold: float = 0.5,
-                            n_bootstrap: int = 1000, seed: int = 0, extra: dict | None = None) -> dict:
-    """A result record (RECORD_SCHEMA) for predictions that did not come from one model.
-
-    ``predictions``: one row per image with ``filename``, ``subject``, ``y`` (as in a record's
-    ``predictions``); ``p_all``: the combined P(ALL). ``extra`` keys are added to the record
-    (e.g. ``"ensemble"``, ``"tta"``).
-    """
-    p = np.asarray(p_all, dtype=float)
-    y = predictions["y"].astype(int).to_numpy()
-    subjects = predictions["subject"].astype(str).to_numpy()
-    metrics = evaluate.metrics_from_predictions(y, p, subjects=subjects, threshold=threshold,
-                                                n_bootstrap=n_bootstrap, seed=seed)
-    record = {
-        "schema": evaluate.SCHEMA_ID,
-        "name": name,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "split": split_name,
-        "manifest_hash": manifest_hash or "",
-        "config": config or {},
-        "crop": crop,
-        "n_images": int(len(predictions)),
-        "seconds": float(seconds),
-        "images_per_second": len(predictions) / seconds if seconds > 0 else None,
-        "metrics": metrics,
-        "predictions": {
-            "filename": predictions["filename"].astype(str).tolist(),
-            "subject": subjects.tolist(),
-            "y": y.tolist(),
-            "p_all": p.tolist(),
-        },
-        "versions": _versions(),
-    }
-    if image_size is not None:
-        record["image_size"] = int(image_size)
-    record.update(extra or {})
-    record = evaluate._jsonable(record)  # noqa: SLF001 - the record module's own JSON cleaner
-    evaluate.validate_record(record)
-    return record
+# the record of combined predictions: evaluate.record_from_predictions (one builder for every
+# record that did not come from one Keras model: ensembles, TTA, the classical baseline)
+record_from_predictions = evaluate.record_from_predictions
 
 
 def _as_records(records) -> dict[str, dict]:

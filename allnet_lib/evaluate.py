@@ -416,34 +416,10 @@ def evaluate_model(
     p_all = predict_p_all(model, table, image_size=image_size, crop=crop, batch_size=batch_size,
                           progress=progress)
     seconds = time.perf_counter() - start
-    y = table["y"].astype(int).to_numpy()
-    subjects = table["subject"].astype(str).to_numpy()
-    metrics = metrics_from_predictions(y, p_all, subjects=subjects, threshold=threshold,
-                                       n_bootstrap=n_bootstrap, seed=seed)
-    record = {
-        "schema": SCHEMA_ID,
-        "name": name or getattr(model, "name", "model"),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "split": split_name,
-        "manifest_hash": manifest_hash,
-        "config": config or {},
-        "image_size": int(image_size),
-        "crop": crop,
-        "n_images": int(len(table)),
-        "seconds": seconds,
-        "images_per_second": len(table) / seconds if seconds > 0 else None,
-        "metrics": metrics,
-        "predictions": {
-            "filename": table["filename"].astype(str).tolist(),
-            "subject": subjects.tolist(),
-            "y": y.tolist(),
-            "p_all": p_all.tolist(),
-        },
-        "versions": _versions(),
-    }
-    record = _jsonable(record)
-    validate_record(record)
-    return record
+    return record_from_predictions(
+        name or getattr(model, "name", "model"), table[["filename", "subject", "y"]], p_all,
+        config=config, seconds=seconds, image_size=image_size, crop=crop, split_name=split_name,
+        manifest_hash=manifest_hash, threshold=threshold, n_bootstrap=n_bootstrap, seed=seed)
 
 
 def _check_table(table) -> None:
@@ -691,4 +667,49 @@ def load_record(path) -> dict:
         validate_record(record)
     except RecordError as error:
         raise RecordError(f"{path}: {error}") from None
+    return record
+
+
+def record_from_predictions(name: str, predictions: pd.DataFrame, p_all, *, config: dict | None = None,
+                            seconds: float = 0.0, image_size: int | None = None,
+                            crop: int | None = None, split_name: str | None = None,
+                            manifest_hash: str | None = None, threshold: float = 0.5,
+                            n_bootstrap: int = 1000, seed: int = 0, extra: dict | None = None,
+                            versions: dict | None = None) -> dict:
+    """A result record (RECORD_SCHEMA) for predictions that did not come from one model.
+
+    ``predictions``: one row per image with ``filename``, ``subject``, ``y`` (as in a record's
+    ``predictions``); ``p_all``: the combined P(ALL). ``extra`` keys are added to the record
+    (e.g. ``"ensemble"``, ``"tta"``, ``"training"``); ``versions`` defaults to this library's.
+    """
+    p = np.asarray(p_all, dtype=float)
+    y = predictions["y"].astype(int).to_numpy()
+    subjects = predictions["subject"].astype(str).to_numpy()
+    metrics = metrics_from_predictions(y, p, subjects=subjects, threshold=threshold,
+                                       n_bootstrap=n_bootstrap, seed=seed)
+    record = {
+        "schema": SCHEMA_ID,
+        "name": name,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "split": split_name,
+        "manifest_hash": manifest_hash or "",
+        "config": config or {},
+        "crop": crop,
+        "n_images": int(len(predictions)),
+        "seconds": float(seconds),
+        "images_per_second": len(predictions) / seconds if seconds > 0 else None,
+        "metrics": metrics,
+        "predictions": {
+            "filename": predictions["filename"].astype(str).tolist(),
+            "subject": subjects.tolist(),
+            "y": y.tolist(),
+            "p_all": p.tolist(),
+        },
+        "versions": _versions() if versions is None else dict(versions),
+    }
+    if image_size is not None:
+        record["image_size"] = int(image_size)
+    record.update(extra or {})
+    record = _jsonable(record)
+    validate_record(record)
     return record
