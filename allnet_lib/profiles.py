@@ -54,7 +54,7 @@ class Profile:
     learning_rates: dict = field(default_factory=dict)  # per-model learning_rate overrides
     bn_momentum: float | None = None      # BatchNormalization momentum (None: the model's own)
     leakage_model: str = "alexnet"        # the CNN of the leakage experiment
-    leakage_seeds: tuple = (0,)           # its seeds (other held-out people, splits, weights each)
+    leakage_seeds: tuple = (0,)           # its seeds (other halves of people, splits, weights each)
     leakage_epochs: int | None = None     # its epochs (None: ``epochs``): it must fit its training part
     departures: tuple = ()                # every way this profile departs from the report, one line each
 
