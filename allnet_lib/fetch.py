@@ -26,6 +26,7 @@ never overwritten. Network failures raise :class:`FetchError` naming the host an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -541,6 +542,19 @@ def _staging(dest: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{dest.name}.staging-", dir=dest.parent))
 
 
+@contextlib.contextmanager
+def _staged_install(dest: Path):
+    """A temporary folder next to ``dest``: the block builds the data in ``<it>/cnmc``, which is
+    installed as ``dest`` when the block ends without an error; the folder is always removed, so
+    an interrupted fetch leaves nothing that looks complete."""
+    staging = _staging(dest)
+    try:
+        yield staging
+        _install(staging / "cnmc", dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # only our temporary folder
+
+
 # ---------------------------------------------------------------------------------------------
 # TCIA
 
@@ -574,14 +588,10 @@ def fetch_tcia(urls=None, *, archives=None, dest=None, sha256: str | None = None
     for i, url in enumerate(urls):
         archives.append(download(url, download_dir / _archive_name(url, i), sha256=sha256,
                                  progress=progress, hint=ALTERNATIVES["tcia"]))
-    staging = _staging(dest)
-    try:
+    with _staged_install(dest) as staging:
         for i, archive in enumerate(archives):
             safe_extract(archive, staging / "extracted" / f"archive_{i}", progress=progress)
         arrange_tcia_layout(staging / "extracted", staging / "cnmc", mode="move", progress=progress)
-        _install(staging / "cnmc", dest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # only our temporary extraction
     _say(f"C-NMC installed in {dest}; the archives stay in {download_dir} (delete them to save space)")
     return dest
 
@@ -616,12 +626,8 @@ def fetch_kaggle(dest=None, *, handle: str = KAGGLE_HANDLE, mode: str = "copy", 
         source = Path(kagglehub.dataset_download(handle))
     except Exception as error:  # kagglehub raises many types; all mean "no data"
         raise _kaggle_error(error) from None
-    staging = _staging(dest)
-    try:
+    with _staged_install(dest) as staging:
         arrange_tcia_layout(source, staging / "cnmc", mode=mode, progress=progress)
-        _install(staging / "cnmc", dest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     _say(f"C-NMC installed in {dest} (kagglehub's copy stays in {source})")
     return dest
 
@@ -827,12 +833,8 @@ def fetch_huggingface(dest=None, *, repo: str = HF_REPO, test_repo: str | None =
     download_dir = Path(download_dir) if download_dir else dest.parent / "downloads"
     train = _download_hf(repo, revision, endpoint, download_dir, progress)
     test = _download_hf(test_repo, revision, endpoint, download_dir, progress) if test_repo else []
-    staging = _staging(dest)
-    try:
+    with _staged_install(dest) as staging:
         parquet_to_tcia(train, staging / "cnmc", test_files=test, progress=progress)
-        _install(staging / "cnmc", dest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     _say(f"C-NMC installed in {dest}; the parquet files stay in {download_dir} (delete them to save space)")
     return dest
 
