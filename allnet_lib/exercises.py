@@ -14,6 +14,10 @@ the exercise sets ``answer`` and calls :func:`check`::
 when the call is a cell's last line. Expected values are written here from the exercise's own
 definitions (formulas, the report's numbers), not computed with the library functions that the
 solutions use, so a solution checks the library too.
+
+A "run your own experiment" exercise (:data:`MEASURED`, one per experiment chapter) has no
+fixed answer: ``answer`` is what the student's own run measured. Its check accepts any
+measurement of the right form and says what to compare; the interpretation is graded by hand.
 """
 
 from __future__ import annotations
@@ -113,14 +117,54 @@ CHECKS: dict[tuple[str, int], Exercise] = _exercises(
 )
 
 
-def get(chapter: str, number: int) -> Exercise:
-    """The checkable exercise; a KeyError that lists the chapter's checkable exercises."""
+@dataclass(frozen=True)
+class Measured:
+    """A "run your own experiment" exercise (issue 12, item 5): ``answer`` is what the student's
+    own run measured, so no fixed value is right. Its check accepts any answer of the right form
+    (``n`` finite numbers within [``low``, ``high``]; NaN allowed at the positions ``nan_ok``,
+    for a score the run could not define) and says what to compare next (``hint``); reading the
+    result is the student's part, graded by hand (the solution's text). The teacher's answer runs
+    in the chapter itself (the book build executes it), not in the unit tests."""
+
+    chapter: str
+    number: int
+    form: str
+    n: int
+    hint: str
+    low: float = 0.0
+    high: float = 1.0
+    nan_ok: tuple[int, ...] = ()
+
+
+#: The experiment chapters' "run your own experiment" exercises (one per chapter 5-9).
+MEASURED: dict[tuple[str, int], Measured] = {(m.chapter, m.number): m for m in (
+    Measured("training", 4, "(unseen-subject balanced accuracy with the chapter's split seed, with the other seed)", 2,
+             "put the two intervals side by side: if they overlap, this data cannot tell the two splits "
+             "apart, and the difference is what one choice of test people is worth."),
+    Measured("looking_inside", 4, "(share of heat on the cell for that subject's cells, chance level for them)", 2,
+             "heat on the cell well above chance means the model looks at the cell; near chance, its "
+             "evidence for this person lies elsewhere (background, size, position).", nan_ok=(0,)),
+    Measured("results", 4, "(balanced accuracy of the forest on the chapter's split, on the other split)", 2,
+             "compare the change with the two intervals: a change inside them is split-to-split noise."),
+    Measured("beyond_the_report", 4, "(accuracy difference of your ensemble minus the chosen single model, "
+             "its 95 % interval low, high)", 3,
+             "an interval that contains 0 means this test set cannot tell your ensemble from the single model.",
+             low=-1.0, nan_ok=(1, 2)),
+    Measured("conclusion", 5, "the mean optimism gap (accuracy) of the forest over your seeds", 1,
+             "look at the gap of each seed as well: a mean carried by one seed, or gaps of both signs, "
+             "is not yet a finding.", low=-1.0, nan_ok=(0,)),
+)}
+
+
+def get(chapter: str, number: int) -> Exercise | Measured:
+    """The checkable (or measured) exercise; a KeyError that lists the chapter's exercises with checks."""
+    key = (chapter, int(number))
     try:
-        return CHECKS[(chapter, int(number))]
+        return CHECKS[key] if key in CHECKS else MEASURED[key]
     except KeyError:
-        known = sorted(n for c, n in CHECKS if c == chapter)
+        known = sorted(n for c, n in [*CHECKS, *MEASURED] if c == chapter)
         where = (f"chapter {chapter!r} has checks for exercises {known}" if known else
-                 f"no chapter {chapter!r}; chapters with checks: {sorted({c for c, _ in CHECKS})}")
+                 f"no chapter {chapter!r}; chapters with checks: {sorted({c for c, _ in [*CHECKS, *MEASURED]})}")
         raise KeyError(f"no check for exercise {number} of {chapter!r}: {where}") from None
 
 
@@ -141,6 +185,21 @@ def _count(n: int) -> str:
 
 def _close(got: float, want: float, ex: Exercise) -> bool:
     return math.isfinite(got) and math.isclose(got, want, rel_tol=ex.rel_tol, abs_tol=ex.abs_tol)
+
+
+def _measured_verdict(ex: Measured, answer) -> tuple[bool, str]:
+    got = _numbers(answer)
+    if got is None:
+        return False, f"expected {_count(ex.n)}, got {type(answer).__name__}"
+    if len(got) != ex.n:
+        return False, f"expected {_count(ex.n)}, got {len(got)}"
+    for i, g in enumerate(got):
+        if math.isnan(g) and i in ex.nan_ok:
+            continue
+        if not (math.isfinite(g) and ex.low <= g <= ex.high):
+            return False, (f"value {i + 1} ({g:g}) is not a measurement in [{ex.low:g}, {ex.high:g}]"
+                           if ex.n > 1 else f"{g:g} is not a measurement in [{ex.low:g}, {ex.high:g}]")
+    return True, ""
 
 
 def _verdict(ex: Exercise, answer) -> tuple[bool, str]:
@@ -177,10 +236,15 @@ def check(chapter: str, number: int, answer) -> Result:
     if answer is ... or answer is None:
         return Result(False, f"{title}: not answered yet. Set `answer` to {ex.form}, then run this "
                              f"cell again. Hint: {ex.hint}")
+    measured = isinstance(ex, Measured)
     try:
-        ok, why = _verdict(ex, answer)
+        ok, why = _measured_verdict(ex, answer) if measured else _verdict(ex, answer)
     except Exception as exc:  # an answer of a strange type must not crash the check
         ok, why = False, f"could not read the answer ({type(exc).__name__}: {exc})"
+    if ok and measured:
+        values = ", ".join(f"{v:.3f}" for v in _numbers(answer))
+        return Result(True, f"{title}: measured ({values}). Your own run: no value is right or wrong "
+                            f"here; now interpret it: {ex.hint}")
     if ok:
         return Result(True, f"{title}: right.")
     return Result(False, f"{title}: not yet: {why}. The answer is {ex.form}. Hint: {ex.hint}")

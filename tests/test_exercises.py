@@ -28,6 +28,11 @@ def _answer_cells():
 
 
 ANSWER_CELLS = _answer_cells()
+# the "run your own experiment" exercises (exercises.MEASURED): their teacher's answer trains or
+# evaluates on the chapter's data, so it runs in the chapter (the book build), not here
+CHECKED_CELLS = [c for c in ANSWER_CELLS if course.LABEL.match(c[1]) and
+                 (course.LABEL.match(c[1])[1], int(course.LABEL.match(c[1])[2])) in exercises.CHECKS]
+MEASURED_CELLS = [c for c in ANSWER_CELLS if c not in CHECKED_CELLS]
 
 
 def _key(label: str) -> tuple[str, int]:
@@ -39,13 +44,14 @@ def _key(label: str) -> tuple[str, int]:
 def test_every_check_has_one_answer_cell_and_every_answer_cell_a_check():
     labels = [label for _, label, _ in ANSWER_CELLS]
     assert len(labels) == len(set(labels)), "two answer cells for one exercise"
-    assert {_key(label) for label in labels} == set(exercises.CHECKS)
+    assert {_key(label) for label in labels} == set(exercises.CHECKS) | set(exercises.MEASURED)
+    assert not set(exercises.CHECKS) & set(exercises.MEASURED)
     assert len(exercises.CHECKS) >= 10  # Part 1 at least: the numbers of chapters 2-6
     assert sum(1 for c, _ in exercises.CHECKS
                if c in {course.chapter_key(e) for e in course.book_notebooks(BOOK) if e.startswith("theory/")}) >= 10
 
 
-@pytest.mark.parametrize("entry,label,source", ANSWER_CELLS, ids=[label for _, label, _ in ANSWER_CELLS])
+@pytest.mark.parametrize("entry,label,source", CHECKED_CELLS, ids=[label for _, label, _ in CHECKED_CELLS])
 def test_teacher_answer_passes_its_check(entry, label, source, capsys):
     key, number = _key(label)
     assert key == course.chapter_key(entry), f"{label} sits in {entry}"
@@ -70,6 +76,44 @@ def test_student_stub_runs_and_fails_helpfully(entry, label, source):
     assert not result
     text = str(result)
     assert "not answered yet" in text and "Hint:" in text and exercises.get(key, number).form in text
+
+
+def test_every_experiment_chapter_has_a_run_your_own_experiment_exercise():
+    """Issue 12, item 5: at least one exercise per experiment chapter (5-9) runs an experiment."""
+    experiments = [e for e in course.book_notebooks(BOOK) if e.startswith("experiments/")
+                   and int(Path(e).name[:2]) >= 5]
+    assert len(experiments) == 5
+    for entry in experiments:
+        assert course.chapter_key(entry) in {c for c, _ in exercises.MEASURED}, entry
+
+
+@pytest.mark.parametrize("entry,label,source", MEASURED_CELLS, ids=[label for _, label, _ in MEASURED_CELLS])
+def test_measured_answer_cell_is_an_answer_cell(entry, label, source):
+    key, number = _key(label)
+    assert key == course.chapter_key(entry), f"{label} sits in {entry}"
+    assert source.count(course.BEGIN_SOLUTION) == source.count(course.END_SOLUTION) == 1
+    assert source.rstrip().endswith(f'exercises.check("{key}", {number}, answer)')
+    assert "answer = " in source.split(course.BEGIN_SOLUTION, 1)[1]
+
+
+@pytest.mark.parametrize("key", sorted(exercises.MEASURED), ids=lambda k: f"{k[0]}-{k[1]}")
+def test_measured_check_accepts_any_measurement_of_the_right_form(key):
+    ex = exercises.get(*key)
+    value = (ex.low + ex.high) / 2
+    answer = value if ex.n == 1 else tuple([value] * ex.n)
+    result = exercises.check(*key, answer)
+    assert result and "measured" in str(result) and "right." not in str(result) and ex.hint in str(result)
+    wrongs = ["0.5", tuple([value] * (ex.n + 1)), ex.high + 1 if ex.n == 1 else tuple([ex.high + 1] * ex.n)]
+    if set(ex.nan_ok) != set(range(ex.n)):  # NaN where a value must be defined
+        wrongs.append(tuple([float("nan")] * ex.n) if ex.n > 1 else float("nan"))
+    for wrong in wrongs:
+        result = exercises.check(*key, wrong)
+        assert not result and "Hint:" in str(result) and ex.form in str(result), (wrong, str(result))
+    if ex.nan_ok:
+        with_nan = [value] * ex.n
+        for i in ex.nan_ok:
+            with_nan[i] = float("nan")
+        assert exercises.check(*key, tuple(with_nan) if ex.n > 1 else with_nan[0])
 
 
 @pytest.mark.parametrize("answer", [None, ..., "55", 3.5, (1, 2, 3), [[1, 2]], {"a": 1}, {"W1"},
