@@ -359,7 +359,10 @@ def _fit(spec, train, val, profile, run_dir, config, *, data, progress, extra_ca
     import keras
 
     backend = keras.backend.backend()
-    with deterministic_ops(backend):
+    # Keras turns XLA off while TensorFlow's op determinism is on; XLA on a CPU is reproducible
+    # by itself (tests/test_reproducible.py), so a model the profile compiles with XLA trains without it
+    xla_on_cpu = backend == "tensorflow" and spec.name in profile.xla_on_cpu and not profile.run_eagerly
+    with contextlib.nullcontext() if xla_on_cpu else deterministic_ops(backend):
         return _fit_deterministic(spec, train, val, profile, run_dir, config, data=data,
                                   progress=progress, extra_callbacks=extra_callbacks,
                                   weights=weights, notes=notes)
@@ -374,7 +377,15 @@ def deterministic_ops(backend: str):
     2-core CPU with oneDNN on (demo profile, 64 images, 3 epochs, 4 alternating runs each): no
     slower, median training time with/without 0.88 (AlexNet) and 0.97 (proposed), 1.06 with
     data="arrays"; within the machine's noise. JAX and PyTorch on a CPU are deterministic
-    already (JAX on a GPU would need XLA_FLAGS=--xla_gpu_deterministic_ops=true)."""
+    already (JAX on a GPU would need XLA_FLAGS=--xla_gpu_deterministic_ops=true).
+
+    One known exception, measured on the 2-core CPU: InceptionV3 (parallel branches) is not bit
+    for bit reproducible while TensorFlow runs independent ops concurrently (its inter-op thread
+    pool): two runs agree on the first step and drift apart by about 1e-8 after a few, with or
+    without XLA. ``TF_NUM_INTEROP_THREADS=1`` (set before TensorFlow starts) makes it identical,
+    at a cost measured on that CPU of about 25 % (InceptionV3) to 40 % (ResNet50) of training
+    speed, which is why it is not the default. AlexNet, VGG16 (with or without XLA), ResNet50
+    and the proposed model were identical without it."""
     if backend != "tensorflow":
         yield
         return
@@ -522,7 +533,12 @@ def _build_and_compile(spec, profile, config, weights, backend, gpu):
         optimizer = keras.optimizers.SGD(rate, momentum=profile.momentum)
     else:
         optimizer = keras.optimizers.Adam(rate)
-    jit = True if backend == "jax" else (gpu if backend == "tensorflow" else False)
+    if backend == "jax":
+        jit = True
+    elif backend == "tensorflow":  # XLA on a GPU; on a CPU only where the profile measured it faster
+        jit = gpu or spec.name in profile.xla_on_cpu
+    else:
+        jit = False
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
                   metrics=["accuracy", models.BalancedAccuracy()],
                   jit_compile=jit and not profile.run_eagerly,

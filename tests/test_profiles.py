@@ -107,3 +107,11 @@ def test_default_comes_from_the_environment(monkeypatch):
 def test_image_size_of_an_unknown_model():
     with pytest.raises(ValueError, match="no image size for model 'lenet'"):
         get_profile("demo").image_size("lenet")
+
+
+def test_xla_on_cpu_names_known_models():
+    """A typo in xla_on_cpu fails when the profile is made, naming the field and the model."""
+    with pytest.raises(ValueError, match=r"xla_on_cpu name unknown model\(s\) \['alexnett'\]"):
+        get_profile("demo", xla_on_cpu=["alexnett"])
+    profile = get_profile("demo", xla_on_cpu=["vgg16"])
+    assert profile.xla_on_cpu == ("vgg16",) and profile.to_dict()["xla_on_cpu"] == ["vgg16"]

@@ -44,16 +44,19 @@ def _assert_same_run(first, second):
     assert first.best_train_accuracy == second.best_train_accuracy
 
 
-def test_two_runs_from_scratch_are_identical(split, tmp_path):
+@pytest.mark.parametrize("xla", [False, True], ids=["graph", "xla"])
+def test_two_runs_from_scratch_are_identical(split, tmp_path, xla):
     """The graph-compiled path of the demo and seed profiles (tf.data, shuffled and augmented
     every epoch, random initial weights, dropout, Adam), twice in one process: nothing carries
-    over from the first run. AlexNet: the quickest model to trace (about 15 s a run here)."""
+    over from the first run. AlexNet: the quickest model to trace (about 15 s a run here); the
+    demo profile compiles it with XLA on a CPU (``xla_on_cpu``), which must stay reproducible."""
     profile = get_profile("smoke", epochs=2, batch_size=4, max_train_images=8, augment=True,
-                          optimizer="adam", run_eagerly=False)
+                          optimizer="adam", run_eagerly=False, xla_on_cpu=("alexnet",) if xla else ())
     first, second = (train.train_model("alexnet", split, profile, run_dir=tmp_path / name,
                                        resume=False, progress=False) for name in ("a", "b"))
     _assert_same_run(first, second)
     assert first.run_dir != second.run_dir
+    assert bool(first.model.jit_compile) is xla  # the profile's xla_on_cpu reached model.compile
 
     stored = json.loads((first.run_dir / "config.json").read_text())
     best = first.history.loc[first.best_epoch - 1]
