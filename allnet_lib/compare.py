@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from allnet_lib import catalogue, evaluate, runs
+from allnet_lib.paths import display_path
 from allnet_lib.labels import CLASSES
 from allnet_lib.split import DEFAULT_TEST_SIZE, DEFAULT_VAL_SIZE  # the split registry's sizes
 
@@ -168,7 +169,7 @@ def run_model(model_name: str, split, profile, run_dir=None, *, reuse: bool = Tr
     if reuse:
         records, conflict = _finished(paths, config)
         if records is not None:
-            log(f"{model_name}: reusing the finished record in {run_dir} (same profile, data "
+            log(f"{model_name}: reusing the finished record in {display_path(run_dir)} (same profile, data "
                 "manifest, model and seed): not retrained. Use --no-reuse (reuse=False) to retrain.")
             return records, True
         if conflict:
@@ -176,7 +177,7 @@ def run_model(model_name: str, split, profile, run_dir=None, *, reuse: bool = Tr
                                      "replace it with --no-reuse (reuse=False).")
     action = "training" if reuse else "retraining from scratch (reuse off: any earlier run there is replaced)"
     log(f"{model_name}: {action} (profile {profile.name}, split {split.name}, "
-        f"training part of {len(split.train)} images) in {run_dir}")
+        f"training part of {len(split.train)} images) in {display_path(run_dir)}")
     records = _train_and_evaluate(model_name, split, profile, run_dir, config, reuse, extra_tests,
                                   progress, log)
     for name, record in records.items():
@@ -196,7 +197,7 @@ def _train_and_evaluate(model_name, split, profile, run_dir, config, reuse, extr
                          progress=progress)
     try:
         if getattr(result, "reused", False):
-            log(f"{model_name}: training was already finished in {run_dir}: loaded best.keras, evaluating")
+            log(f"{model_name}: training was already finished in {display_path(run_dir)}: loaded best.keras, evaluating")
         training = {
             "seconds": result.seconds,
             "images_per_second": result.images_per_second,

@@ -66,6 +66,7 @@ import pandas as pd
 
 from allnet_lib.labels import CLASSES
 from allnet_lib.messages import option
+from allnet_lib.paths import display_path
 # the run folder's names and readers belong to allnet_lib.runs (re-exported here for callers)
 from allnet_lib.runs import (BACKUP_DIR, BEST_NAME, BEST_WEIGHTS, CONFIG_NAME, HISTORY_NAME,  # noqa: F401
                              LAST_NAME, default_run_dir, read_history)
@@ -142,7 +143,7 @@ def train_model(model_name: str, split, profile, *, run_dir=None, resume: bool =
     _say(progress, *notes)
     if resumed:  # said even without progress output: it changes what the run is
         notes.append(f"resumed an interrupted run after epoch {resumed[-1]}")
-        print(f"resuming the interrupted run in {run_dir} after epoch {resumed[-1]} "
+        print(f"resuming the interrupted run in {display_path(run_dir)} after epoch {resumed[-1]} "
               f"(resumed {len(resumed)} time(s); recorded in {CONFIG_NAME})", flush=True)
     return _fit(spec, train, val, profile, run_dir, config, data=data, progress=progress,
                 extra_callbacks=list(callbacks), weights=weights, notes=notes)
@@ -155,7 +156,7 @@ def _remove_stale_temporaries(run_dir: Path) -> list[Path]:
     for path in stale:
         path.unlink(missing_ok=True)
     if stale:
-        print(f"removed {len(stale)} unfinished temporary file(s) left in {run_dir} by an "
+        print(f"removed {len(stale)} unfinished temporary file(s) left in {display_path(run_dir)} by an "
               f"interrupted run: {', '.join(p.name for p in stale)}", flush=True)
     return stale
 
@@ -338,7 +339,7 @@ def _reuse(run_dir: Path, model_name: str, config: dict, progress: bool) -> Trai
     from allnet_lib import models  # noqa: F401  (registers the custom layers for loading)
 
     stored = json.loads((run_dir / CONFIG_NAME).read_text())
-    _say(progress, f"reusing the finished run in {run_dir} (same configuration; pass "
+    _say(progress, f"reusing the finished run in {display_path(run_dir)} (same configuration; pass "
                    f"{option('overwrite')} to train again)")
     model = keras.saving.load_model(run_dir / BEST_NAME)
     history = read_history(run_dir)

@@ -91,7 +91,8 @@ def test_make_split_by_name(table):
         compare.make_split(table, "random")
 
 
-def test_compare_trains_records_and_reuses(table, profile, tmp_path, fake_train, capsys):
+def test_compare_trains_records_and_reuses(table, profile, tmp_path, fake_train, capsys, monkeypatch):
+    monkeypatch.setenv("ALLNET_RUNS", str(tmp_path))  # logs show run folders relative to it
     split = compare.make_split(table, "subject")
     out = tmp_path / "cmp"
     first = compare_models(["alexnet", "proposed"], split, profile, out_dir=out, progress=False)
@@ -109,7 +110,9 @@ def test_compare_trains_records_and_reuses(table, profile, tmp_path, fake_train,
     assert fake_train == ["alexnet", "proposed"]  # nothing trained a second time
     assert again["reused"].all()
     assert again["accuracy"].tolist() == first["accuracy"].tolist()
-    assert capsys.readouterr().out.count("reusing the finished record") == 2
+    logged = capsys.readouterr().out
+    assert logged.count("reusing the finished record") == 2
+    assert "in $ALLNET_RUNS/cmp/alexnet (" in logged and str(tmp_path) not in logged
 
     compare_models(["alexnet"], split, profile, out_dir=out, reuse=False, progress=False)
     assert fake_train == ["alexnet", "proposed", "alexnet"]
