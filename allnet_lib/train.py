@@ -362,8 +362,8 @@ def _fit(spec, train, val, profile, run_dir, config, *, data, progress, extra_ca
     backend = keras.backend.backend()
     # Keras turns XLA off while TensorFlow's op determinism is on; XLA on a CPU is reproducible
     # by itself (tests/test_reproducible.py), so a model the profile compiles with XLA trains without it
-    xla_on_cpu = backend == "tensorflow" and spec.name in profile.xla_on_cpu and not profile.run_eagerly
-    with contextlib.nullcontext() if xla_on_cpu else deterministic_ops(backend):
+    xla = _xla_on_cpu(spec.name, profile, backend) and not profile.run_eagerly
+    with contextlib.nullcontext() if xla else deterministic_ops(backend):
         return _fit_deterministic(spec, train, val, profile, run_dir, config, data=data,
                                   progress=progress, extra_callbacks=extra_callbacks,
                                   weights=weights, notes=notes)
@@ -537,7 +537,7 @@ def _build_and_compile(spec, profile, config, weights, backend, gpu):
     if backend == "jax":
         jit = True
     elif backend == "tensorflow":  # XLA on a GPU; on a CPU only where the profile measured it faster
-        jit = gpu or spec.name in profile.xla_on_cpu
+        jit = gpu or _xla_on_cpu(spec.name, profile, backend)
     else:
         jit = False
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
@@ -545,6 +545,12 @@ def _build_and_compile(spec, profile, config, weights, backend, gpu):
                   jit_compile=jit and not profile.run_eagerly,
                   run_eagerly=profile.run_eagerly)
     return model
+
+
+def _xla_on_cpu(model_name: str, profile, backend: str) -> bool:
+    """Whether TensorFlow compiles ``model_name`` with XLA on a CPU: the profile's ``xla_on_cpu``
+    (the one place that decides, read by the compile and by the choice of op determinism)."""
+    return backend == "tensorflow" and model_name in profile.xla_on_cpu
 
 
 def set_bn_momentum(model, momentum: float) -> int:

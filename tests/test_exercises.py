@@ -30,8 +30,8 @@ def _answer_cells():
 ANSWER_CELLS = _answer_cells()
 # the "run your own experiment" exercises (exercises.MEASURED): their teacher's answer trains or
 # evaluates on the chapter's data, so it runs in the chapter (the book build), not here
-CHECKED_CELLS = [c for c in ANSWER_CELLS if course.LABEL.match(c[1]) and
-                 (course.LABEL.match(c[1])[1], int(course.LABEL.match(c[1])[2])) in exercises.CHECKS]
+CHECKED_CELLS = [c for c in ANSWER_CELLS
+                 if (match := course.LABEL.match(c[1])) and (match[1], int(match[2])) in exercises.CHECKS]
 MEASURED_CELLS = [c for c in ANSWER_CELLS if c not in CHECKED_CELLS]
 
 
