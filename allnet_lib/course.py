@@ -28,6 +28,7 @@ import re
 from pathlib import Path
 
 from allnet_lib.messages import option
+from allnet_lib.profiles import PROFILES
 
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"
@@ -259,7 +260,7 @@ def run_times(results_dir: Path = RESULTS_DIR) -> dict[str, dict[str, float]]:
     return times
 
 
-PROFILE_ORDER = ("smoke", "demo", "seed")  # cheapest first, as in profiles.PROFILES
+PROFILE_ORDER = tuple(PROFILES)  # cheapest first, the order of profiles.PROFILES
 
 
 def profiles_measured(times: dict[str, dict[str, float]]) -> list[str]:

@@ -2,7 +2,8 @@
 
 One place decides, from environment variables with sensible defaults, so the book, the CLI and
 the tests agree. ``ALLNET_DATA`` is the data root (real C-NMC under ``cnmc/``, the demo set under
-``demo/``); ``ALLNET_RUNS`` holds checkpoints, logs and result records.
+``demo/``); ``ALLNET_RUNS`` holds checkpoints, logs and result records; ``ALLNET_CACHE`` holds
+decoded images (``pipeline.decoded_images``), which can always be deleted and made again.
 
 The data-folder rule (:func:`data_dir_for`), the same for the chapters, every ``allnet`` command
 and the book build: the real C-NMC data under :func:`cnmc_dir` when the profile is meant for it
@@ -19,6 +20,7 @@ from pathlib import Path
 
 DATA_ENV = "ALLNET_DATA"
 RUNS_ENV = "ALLNET_RUNS"
+CACHE_ENV = "ALLNET_CACHE"
 DEFAULT_DATA_ROOT = Path("~/allnet_data")
 
 
@@ -42,6 +44,13 @@ def runs_root() -> Path:
     """Training runs, checkpoints and result records: ``$ALLNET_RUNS`` or ``<data root>/runs``."""
     value = os.environ.get(RUNS_ENV)
     return Path(value).expanduser() if value else data_root() / "runs"
+
+
+def cache_dir() -> Path:
+    """Decoded, cropped, resized images kept between runs (``pipeline.decoded_images``):
+    ``$ALLNET_CACHE`` or ``<data root>/cache``. Safe to delete: it is rebuilt from the files."""
+    value = os.environ.get(CACHE_ENV)
+    return Path(value).expanduser() if value else data_root() / "cache"
 
 
 #: Profiles that are meant for the real C-NMC data (the others are sized for the demo set).

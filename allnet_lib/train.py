@@ -40,8 +40,11 @@ oneDNN (TensorFlow's fast CPU kernels) stays on; it rounds differently from plai
 are comparable only with the same setting, recorded in ``config.json`` (``environment.onednn``).
 
 Backends and devices: ``data="files"`` streams images with ``tf.data`` (TensorFlow backend);
-``data="arrays"``, and any other backend (JAX, PyTorch), loads them into NumPy first. Mixed
-precision and XLA are used only when a GPU is present. With several GPUs (or a CPU split into
+``data="arrays"``, and any other backend (JAX, PyTorch), decodes them into memory first (uint8);
+``data="cache"`` (the ``gpu`` profile's ``feed``) decodes each file once into the decoded-image
+cache (``paths.cache_dir()``), shared by every model and run at that input side, and feeds from
+there on any backend. Mixed precision and XLA are used when a GPU is present (XLA on a CPU only
+for the models in ``profile.xla_on_cpu``). With several GPUs (or a CPU split into
 several logical devices on purpose) training is data-parallel through
 ``tf.distribute.MirroredStrategy`` (TensorFlow) or ``keras.distribution.DataParallel`` (JAX).
 """
@@ -75,8 +78,10 @@ from allnet_lib.runs import _jsonable, write_json as _write_json
 CARVED_VAL_SIZE = 0.2  # share of training images moved to validation when a split has none
 MAX_EPOCH_LINES = 25   # notebook progress: at most about this many epoch lines
 # profile fields that do not change what a run computes (left out of config comparisons)
+# (``feed``, like ``data=``, says how the images reach the model: recorded in config.json's environment)
 NOT_COMPARED = ("description", "demo_images", "run_eagerly", "departures", "leakage_model", "leakage_seeds",
-                "leakage_epochs")
+                "leakage_epochs", "feed")
+DATA_MODES = ("files", "arrays", "cache")
 
 
 def comparable_settings(profile) -> dict:
@@ -109,20 +114,24 @@ class TrainResult:
 # the entry point
 # --------------------------------------------------------------------------------------------
 def train_model(model_name: str, split, profile, *, run_dir=None, resume: bool = True,
-                data: str = "files", progress: bool = True, overwrite: bool = False,
+                data: str | None = None, progress: bool = True, overwrite: bool = False,
                 callbacks=(), weights=None) -> TrainResult:
     """Train ``model_name`` on ``split`` (a :class:`allnet_lib.split.Split`) with ``profile``.
 
     See the module docstring for the run folder and how ``resume`` / ``overwrite`` treat an
     existing one. ``callbacks`` are extra Keras callbacks; ``weights`` is passed to
-    :func:`allnet_lib.models.build_model` (e.g. ``"imagenet"``)."""
+    :func:`allnet_lib.models.build_model` (e.g. ``"imagenet"``). ``data`` (default: the
+    profile's ``feed``): ``"files"`` streams with tf.data, ``"arrays"`` decodes into memory,
+    ``"cache"`` decodes once into ``paths.cache_dir()`` and feeds from there (any backend)."""
     import keras
 
     from allnet_lib import models
 
     spec = models.get_spec(model_name)
-    if data not in ("files", "arrays"):
-        raise ValueError(f"data must be 'files' (tf.data) or 'arrays' (NumPy), got {data!r}")
+    data = data or getattr(profile, "feed", "files")
+    if data not in DATA_MODES:
+        raise ValueError(f"data must be 'files' (tf.data), 'arrays' (NumPy in memory) or 'cache' "
+                         f"(NumPy from the decoded-image cache), got {data!r}")
     notes: list[str] = []
     backend = keras.backend.backend()
     if data == "files" and backend != "tensorflow":
@@ -423,7 +432,7 @@ def _fit_deterministic(spec, train, val, profile, run_dir, config, *, data, prog
     with _precision(gpu), _scope(distribution, backend):
         model = _build_and_compile(spec, profile, config, weights, backend, gpu)
     train_data, val_data = _datasets(train, val, profile, config["image_size"], data,
-                                     n_devices, progress, first_epoch=restored_epoch)
+                                     n_devices, progress, first_epoch=restored_epoch, gpu=gpu)
     history_so_far = read_history(run_dir)
     best = _BestCheckpoint(run_dir / BEST_WEIGHTS, profile.monitor,
                            best_score(history_so_far, profile.monitor))
@@ -569,8 +578,9 @@ def set_bn_momentum(model, momentum: float) -> int:
     return count
 
 
-def _datasets(train, val, profile, image_size, data, n_devices, progress, first_epoch=0):
+def _datasets(train, val, profile, image_size, data, n_devices, progress, first_epoch=0, gpu=False):
     from allnet_lib import pipeline
+    from allnet_lib.paths import cache_dir
 
     batch = profile.batch_size
     if data == "files":
@@ -580,11 +590,16 @@ def _datasets(train, val, profile, image_size, data, n_devices, progress, first_
                 pipeline.make_dataset(val, **common))
     multiple = max(1, n_devices)
     batch = max(multiple, batch - batch % multiple)
-    x, y = pipeline.load_arrays(train, image_size=image_size, crop=profile.crop, progress=progress)
-    xv, yv = pipeline.load_arrays(val, image_size=image_size, crop=profile.crop, progress=progress)
-    return (pipeline.array_batches(x, y, batch_size=batch, shuffle=True, augment=profile.augment,
-                                   seed=profile.seed, multiple_of=multiple, epoch=first_epoch),
-            pipeline.array_batches(xv, yv, batch_size=batch, multiple_of=multiple))
+    where = dict(image_size=image_size, crop=profile.crop, progress=progress,
+                 cache_dir=cache_dir() if data == "cache" else None)
+    x, xv = pipeline.decoded_images(train, **where), pipeline.decoded_images(val, **where)
+    # a GPU eats batches faster than one thread cuts them; on a CPU extra threads only compete
+    workers = min(4, os.cpu_count() or 1) if gpu else 1
+    return (pipeline.array_batches(x, pipeline.labels_of(train), batch_size=batch, shuffle=True,
+                                   augment=profile.augment, seed=profile.seed, multiple_of=multiple,
+                                   epoch=first_epoch, workers=workers),
+            pipeline.array_batches(xv, pipeline.labels_of(val), batch_size=batch,
+                                   multiple_of=multiple, workers=workers))
 
 
 def _class_weight(train: pd.DataFrame) -> dict:

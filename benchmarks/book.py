@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from allnet_lib.profiles import PROFILES
 from benchmarks.common import ROOT, Config, Table, rounded
 
 TARGET_MINUTES = {"smoke": 10, "demo": 30}
@@ -49,7 +50,7 @@ def find_timings(root: Path = ROOT) -> dict[str, tuple[Path, pd.DataFrame]]:
 
 
 def _order(profiles) -> list[str]:
-    known = [p for p in ("smoke", "demo", "seed") if p in profiles]
+    known = [p for p in PROFILES if p in profiles]  # cheapest first, as profiles.PROFILES
     return known + sorted(p for p in profiles if p not in known)
 
 

@@ -177,6 +177,67 @@ def test_array_batches_are_reproducible_per_epoch():
     assert not same(three[:1], epochs(make(seed=6), 1))
 
 
+def test_decoded_cache_is_made_once_reused_and_never_stale(table, tmp_path, capsys):
+    """The decoded-image cache (gpu profile's feed): same pixels as decoding directly; a second
+    call reads the file (memory-mapped); a changed file or another side gets a new entry."""
+    direct = pipeline.decoded_images(table, image_size=SIZE, progress=False)
+    assert direct.dtype == np.uint8 and direct.shape == (len(table), SIZE, SIZE, 3)
+    first = pipeline.decoded_images(table, image_size=SIZE, progress=True, cache_dir=tmp_path)
+    np.testing.assert_array_equal(first, direct)
+    assert "cached in" in capsys.readouterr().out
+    again = pipeline.decoded_images(table, image_size=SIZE, progress=True, cache_dir=tmp_path)
+    assert isinstance(again, np.memmap) and "from the cache" in capsys.readouterr().out
+    np.testing.assert_array_equal(again, direct)
+    assert len(list(tmp_path.glob("decoded-*.npy"))) == 1
+    assert not list(tmp_path.glob(".*tmp*")), "no temporary file may be left behind"
+
+    pipeline.decoded_images(table, image_size=SIZE + 8, progress=False, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("decoded-*.npy"))) == 2
+
+    changed = table.copy()
+    changed.loc[changed.index[0], "path"] = str(_copy_to(tmp_path, table["path"].iloc[1]))
+    fresh = pipeline.decoded_images(changed, image_size=SIZE, progress=False, cache_dir=tmp_path)
+    np.testing.assert_array_equal(fresh[0], direct[1])
+    assert len(list(tmp_path.glob("decoded-*.npy"))) == 3
+
+
+def test_a_broken_cache_file_is_decoded_again(table, tmp_path, capsys):
+    pipeline.decoded_images(table, image_size=SIZE, progress=False, cache_dir=tmp_path)
+    (entry,) = tmp_path.glob("decoded-*.npy")
+    entry.write_bytes(entry.read_bytes()[:100])  # as an interrupted copy would leave it
+    x = pipeline.decoded_images(table, image_size=SIZE, progress=False, cache_dir=tmp_path)
+    assert "unreadable" in capsys.readouterr().out
+    np.testing.assert_array_equal(x, pipeline.decoded_images(table, image_size=SIZE, progress=False))
+
+
+def test_a_missing_file_is_named(table, tmp_path):
+    broken = table.copy()
+    broken.loc[broken.index[0], "path"] = str(tmp_path / "gone.bmp")
+    with pytest.raises((FileNotFoundError, ValueError), match="gone.bmp"):
+        pipeline.decoded_images(broken, image_size=SIZE, progress=False, cache_dir=tmp_path)
+
+
+def test_uint8_batches_equal_float_batches():
+    """array_batches scales uint8 (a quarter of the memory) to the same float32 batches."""
+    rng = np.random.default_rng(0)
+    x8 = rng.integers(0, 256, size=(10, 6, 6, 3), dtype=np.uint8)
+    y = np.arange(10) % 2
+    common = dict(batch_size=4, shuffle=True, augment=True, seed=3)
+    as_uint8 = pipeline.array_batches(x8, y, **common)
+    as_float = pipeline.array_batches(x8.astype(np.float32) / 255.0, y, **common)
+    for i in range(len(as_uint8)):
+        (a, ya), (b, yb) = as_uint8[i], as_float[i]
+        assert a.dtype == np.float32
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(ya, yb)
+
+
+def _copy_to(folder: Path, path) -> Path:
+    target = folder / f"copy_{Path(path).name}"
+    shutil.copy(path, target)
+    return target
+
+
 def test_clear_errors_for_bad_tables():
     with pytest.raises(ValueError, match="'path' column"):
         pipeline.load_arrays(pd.DataFrame({"x": [1]}), image_size=SIZE)

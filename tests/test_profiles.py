@@ -8,8 +8,8 @@ from allnet_lib.models import MODEL_SPECS, list_models
 from allnet_lib.profiles import PROFILES, Profile, get_profile
 
 
-def test_the_three_profiles_exist():
-    assert set(PROFILES) == {"smoke", "demo", "seed"}
+def test_the_profiles_exist_cheapest_first():
+    assert list(PROFILES) == ["smoke", "demo", "gpu", "seed"]
     for profile in PROFILES.values():
         assert isinstance(profile, Profile)
         assert set(profile.image_sizes) == set(list_models())
@@ -26,7 +26,7 @@ def test_seed_profile_is_the_report_recipe():
     assert p.max_train_images is None
 
 
-@pytest.mark.parametrize("name", ["smoke", "demo", "seed"])
+@pytest.mark.parametrize("name", ["smoke", "demo", "gpu", "seed"])
 def test_every_model_accepts_its_profile_size(name):
     profile = get_profile(name)
     for model in list_models():
@@ -44,6 +44,19 @@ def test_demo_profile_is_cpu_sized_and_says_why():
     assert max(p.image_sizes.values()) <= 96 and p.epochs <= 10
     assert p.image_sizes == {name: spec.demo_size for name, spec in MODEL_SPECS.items()}
     assert "report" in p.description
+
+
+def test_gpu_profile_trains_at_the_report_sizes_from_the_decoded_cache():
+    p = get_profile("gpu")
+    assert p.image_sizes == get_profile("seed").image_sizes
+    assert p.feed == "cache" and p.max_train_images is None and p.demo_images >= 10_000
+    assert len(p.leakage_seeds) >= 3 and p.leakage_epochs > p.epochs
+    assert any("mixed precision" in d for d in p.departures)
+
+
+def test_feed_is_validated():
+    with pytest.raises(ValueError, match="feed must be one of"):
+        get_profile("demo", feed="disk")
 
 
 def test_overrides_return_a_new_profile_and_keep_the_original():
@@ -75,7 +88,7 @@ def test_unknown_field_lists_the_valid_ones():
 
 
 def test_unknown_profile_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown profile 'fast'.*smoke, demo, seed"):
+    with pytest.raises(ValueError, match="unknown profile 'fast'.*smoke, demo, gpu, seed"):
         get_profile("fast")
 
 

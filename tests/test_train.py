@@ -212,25 +212,60 @@ sys.meta_path.insert(0, NoTensorFlow())
 """
 
 
-def test_training_under_jax_without_tensorflow(demo_root, tmp_path):
-    """KERAS_BACKEND=jax with TensorFlow hidden: images come from load_arrays, and the model
-    trains through the same train_model (XLA-compiled, as JAX always is).
+def test_whole_path_under_jax_without_tensorflow(demo_root, tmp_path):
+    """KERAS_BACKEND=jax with TensorFlow hidden (as on the GPU machine the benchmarks used): the
+    gpu profile's feed (decoded-image cache) trains through the same train_model (XLA-compiled,
+    as JAX always is), then evaluation, test-time augmentation, the ensemble and Grad-CAM run.
 
     One device only: on a busy CPU, JAX's simulated host devices can miss their 40 s collective
     rendezvous and abort, which would make the test flaky. DataParallel over two simulated
     devices was checked by hand (XLA_FLAGS=--xla_force_host_platform_device_count=2)."""
     code = _HIDE_TENSORFLOW + _SCRIPT_HEAD.format(root=str(demo_root), eager=False) + f"""
+import keras, numpy as np
+from allnet_lib import ensemble, evaluate, explain, pipeline
+profile = profile.replace(feed="cache")
 result = train_model("alexnet", split, profile, run_dir={str(tmp_path / 'jax')!r})
-import keras
+side = profile.image_size("alexnet")
+record = evaluate.evaluate_model(result.model, split.test, image_size=side, n_bootstrap=20, progress=False)
+tta = ensemble.tta_evaluate(result.model, split.test, image_size=side, n_bootstrap=20, progress=False)
+vote, members = ensemble.ensemble_from_models({{"best": result.model, "last": result.last_path}}, split.test,
+                                              image_sizes=side, n_bootstrap=20, progress=False)
+x = pipeline.load_arrays(split.test.head(2), image_size=side, progress=False)[0]
+heat = explain.grad_cam(result.model, x)
 print(json.dumps({{"backend": keras.backend.backend(), "epochs": len(result.history),
-                   "tensorflow": "tensorflow" in sys.modules}}))
+                   "tensorflow": "tensorflow" in sys.modules, "n": record["n_images"],
+                   "tta_n": tta["n_images"], "members": sorted(members), "vote_n": vote["n_images"],
+                   "heat": list(np.shape(heat)), "finite": bool(np.isfinite(heat).all())}}))
 """
-    done = _run_script(code, {"KERAS_BACKEND": "jax"})
+    done = _run_script(code, {"KERAS_BACKEND": "jax", "ALLNET_CACHE": str(tmp_path / "cache")})
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert summary == {"backend": "jax", "epochs": 1, "tensorflow": False}
+    n_test = len(subject_split(index_dataset(demo_root, progress=False).table, test_size=0.2,
+                               val_size=0.2, seed=0).test)
+    assert summary["backend"] == "jax" and summary["epochs"] == 1 and not summary["tensorflow"]
+    assert summary["n"] == summary["tta_n"] == summary["vote_n"] == n_test
+    assert summary["members"] == ["best", "last"]
+    assert summary["heat"][0] == 2 and summary["finite"]
     stored = json.loads((tmp_path / "jax" / "config.json").read_text())
-    assert stored["status"] == "finished" and stored["environment"]["data"] == "arrays"
+    assert stored["status"] == "finished" and stored["environment"]["data"] == "cache"
+    assert len(list((tmp_path / "cache").glob("decoded-*.npy"))) == 2  # training and validation part
+
+
+def test_cache_feed_under_tensorflow_trains_like_arrays(split, tmp_path, monkeypatch):
+    """data="cache" (the gpu profile's feed) decodes once into paths.cache_dir(), reuses it on the
+    next run, and trains to the same weights as data="arrays" (same batches, same augmentation)."""
+    monkeypatch.setenv("ALLNET_CACHE", str(tmp_path / "cache"))
+    profile = tiny(epochs=1, augment=True)
+    cached = train.train_model("alexnet", split, profile, run_dir=tmp_path / "c", data="cache", progress=False)
+    entries = sorted((tmp_path / "cache").glob("decoded-*.npy"))
+    assert len(entries) == 2
+    arrays = train.train_model("alexnet", split, profile, run_dir=tmp_path / "a", data="arrays", progress=False)
+    for a, b in zip(cached.model.get_weights(), arrays.model.get_weights()):
+        assert (a == b).all()
+    again = train.train_model("alexnet", split, profile, run_dir=tmp_path / "c2", data="cache", progress=False)
+    assert sorted((tmp_path / "cache").glob("decoded-*.npy")) == entries
+    assert json.loads((tmp_path / "c2" / "config.json").read_text())["environment"]["data"] == "cache"
+    assert again.history["loss"].iloc[0] == cached.history["loss"].iloc[0]
 
 
 def test_mirrored_strategy_on_two_logical_cpus(demo_root, tmp_path):

@@ -24,6 +24,7 @@ import uuid
 from pathlib import Path
 
 from allnet_lib import paths
+from allnet_lib.profiles import PROFILES
 from allnet_lib.cli import BadData, UserError
 
 from allnet_lib.split import DEFAULT_SEEDS, SPLIT_METHODS  # noqa: E402,F401  (the split registry)
@@ -62,7 +63,7 @@ def user_errors(func):
 
 def _add_common(parser, *, split: bool = True, seed_help: str | None = None) -> None:
     parser.add_argument("--profile", default=None,
-                        help="run profile: smoke, demo or seed (default: $ALLNET_PROFILE, else demo)")
+                        help=f"run profile: {', '.join(PROFILES)} (default: $ALLNET_PROFILE, else demo)")
     if split:
         parser.add_argument("--split", choices=SPLIT_METHODS, default="subject",
                             help="subject: whole people to one side (honest); image: the 2019 "
