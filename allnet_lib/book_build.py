@@ -1,6 +1,6 @@
 """Build the book: execute every chapter under one profile, then render it with Jupyter Book.
 
-    python -m allnet_lib.book_build --profile demo|smoke|seed [--only GLOB] [--out build/book]
+    python -m allnet_lib.book_build --profile smoke|demo|gpu|seed [--only GLOB] [--out build/book]
                                     [--keep-runs] [--cell-timeout SECONDS] [--store-checked-outputs]
 
 Why not let Jupyter Book execute the notebooks: the chapters take a ``PROFILE`` parameter (a
@@ -629,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Execute the book's chapters under one profile (papermill) and render them (Jupyter Book).",
     )
     parser.add_argument("--profile", default=os.environ.get(profiles.PROFILE_ENV) or "demo",
-                        help="smoke, demo or seed (default: $ALLNET_PROFILE, else demo)")
+                        help=f"{', '.join(profiles.PROFILES)} (default: $ALLNET_PROFILE, else demo)")
     parser.add_argument("--only", metavar="GLOB",
                         help="execute only the chapters matching GLOB, e.g. 'theory/*' or "
                              "'experiments/05_training' (the others are rendered unexecuted)")

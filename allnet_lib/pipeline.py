@@ -206,6 +206,12 @@ def _say(show: bool, message: str) -> None:
         print(message, flush=True)
 
 
+def feed_workers(gpu: bool) -> int:
+    """Threads that cut batches for :func:`array_batches` in training: a GPU eats batches faster
+    than one thread cuts them; on a CPU extra threads only compete with the training itself."""
+    return min(4, os.cpu_count() or 1) if gpu else 1
+
+
 def _flip_probability() -> float:
     """The report's ``probability=.5`` as Augmentor really applies it (0.55), so on-the-fly
     samples follow the report's distribution (see :mod:`allnet_lib.augment`)."""

@@ -593,8 +593,7 @@ def _datasets(train, val, profile, image_size, data, n_devices, progress, first_
     where = dict(image_size=image_size, crop=profile.crop, progress=progress,
                  cache_dir=cache_dir() if data == "cache" else None)
     x, xv = pipeline.decoded_images(train, **where), pipeline.decoded_images(val, **where)
-    # a GPU eats batches faster than one thread cuts them; on a CPU extra threads only compete
-    workers = min(4, os.cpu_count() or 1) if gpu else 1
+    workers = pipeline.feed_workers(gpu)
     return (pipeline.array_batches(x, pipeline.labels_of(train), batch_size=batch, shuffle=True,
                                    augment=profile.augment, seed=profile.seed, multiple_of=multiple,
                                    epoch=first_epoch, workers=workers),

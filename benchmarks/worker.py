@@ -12,6 +12,9 @@ training and one pass of prediction over the same images, fed
 * ``files``: by the real pipeline, exactly as ``train_model`` feeds it: ``make_dataset(...,
   shuffle=True, augment=True, cache=True)``; epoch 1 reads the files, later epochs the cache.
   Prediction: ``make_dataset(..., cache=False)`` (the evaluation path).
+* ``cache``: as ``train_model(data="cache")`` feeds it (the ``gpu`` profile): the images decoded
+  once into a file cache (``pipeline.decoded_images``, time in ``load_s``), then memory-mapped and
+  cut into shuffled, augmented batches by ``array_batches`` (threads as in training).
 * ``memory``: by tensors already in memory (``load_arrays`` beforehand, then
   ``tf.data.Dataset.from_tensor_slices``): no input work at all during the timing.
 
@@ -194,13 +197,27 @@ def _time_feed(model, table, job, feed: str) -> dict:
                                       shuffle=True, augment=True, cache=True, seed=0)
         infer = pipeline.make_dataset(table, image_size=side, crop=crop, batch_size=batch,
                                       cache=False)
+    elif feed == "cache":  # exactly as train_model(data="cache") feeds a model
+        from pathlib import Path
+
+        from allnet_lib.train import has_gpu
+
+        t0 = time.perf_counter()
+        x = pipeline.decoded_images(table, image_size=side, crop=crop, progress=False,
+                                    cache_dir=Path(job["cache_dir"]))
+        out["load_s"] = time.perf_counter() - t0
+        y = pipeline.labels_of(table)
+        workers = pipeline.feed_workers(has_gpu())
+        train = pipeline.array_batches(x, y, batch_size=batch, shuffle=True, augment=True, seed=0,
+                                       workers=workers)
+        infer = pipeline.array_batches(x, y, batch_size=batch, workers=workers)
     elif feed == "memory":
         t0 = time.perf_counter()
         x, y = pipeline.load_arrays(table, image_size=side, crop=crop, progress=False)
         out["load_s"] = time.perf_counter() - t0
         train = infer = _memory_batches(x, y, batch)
     else:
-        raise ValueError(f"unknown feed {feed!r}: expected 'files' or 'memory'")
+        raise ValueError(f"unknown feed {feed!r}: expected 'files', 'cache' or 'memory'")
     clock = _callback_class()()
     model.fit(train, epochs=int(job["epochs"]), verbose=0, shuffle=False, callbacks=[clock])
     out["epoch_s"] = clock.epochs

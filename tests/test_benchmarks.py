@@ -21,8 +21,9 @@ EXPECTED_COLUMNS = {
     "pipeline": {"method", "images", "seconds", "images_per_s", "extra_disk_mb", "speed_vs_a",
                  "time_vs_a", "disk_vs_a", "target"},
     "training": {"model", "profile", "image_size", "batch", "train_ips_files",
-                 "train_ips_memory", "ratio_train", "infer_ips_files", "infer_ips_memory",
-                 "ratio_infer", "peak_rss_gb", "warmup_s"},
+                 "train_ips_memory", "ratio_train", "train_ips_cache", "ratio_cache",
+                 "cache_fill_s", "infer_ips_files", "infer_ips_memory", "ratio_infer",
+                 "peak_rss_gb", "warmup_s"},
     "training_gpu": set(),
     "book": {"chapter"},
     "book_totals": {"profile"},
@@ -61,8 +62,8 @@ def test_tables_are_filled(quick_run):
     assert (pipeline["seconds"] > 0).all() and (pipeline["images"] > 0).all()
     assert pipeline.loc[4, "extra_disk_mb"] == 0 and pipeline.loc[0, "extra_disk_mb"] > 0
     training = pd.read_csv(out / "training.csv")
-    numeric = ["train_ips_files", "train_ips_memory", "infer_ips_files", "infer_ips_memory",
-               "peak_rss_gb"]
+    numeric = ["train_ips_files", "train_ips_memory", "train_ips_cache", "cache_fill_s",
+               "infer_ips_files", "infer_ips_memory", "peak_rss_gb"]
     assert (training[numeric] > 0).all().all()
     scaling = pd.read_csv(out / "scaling_pipeline.csv")
     assert scaling["images"].tolist() == sorted(scaling["images"]) and len(scaling) == 3
