@@ -214,8 +214,9 @@ sys.meta_path.insert(0, NoTensorFlow())
 
 def test_whole_path_under_jax_without_tensorflow(demo_root, tmp_path):
     """KERAS_BACKEND=jax with TensorFlow hidden (as on the GPU machine the benchmarks used): the
-    gpu profile's feed (decoded-image cache) trains through the same train_model (XLA-compiled,
-    as JAX always is), then evaluation, test-time augmentation, the ensemble and Grad-CAM run.
+    gpu profile at smoke size (its feed: the decoded-image cache) trains through the same
+    train_model (XLA-compiled, as JAX always is), then evaluation, test-time augmentation, the
+    ensemble and Grad-CAM run.
 
     One device only: on a busy CPU, JAX's simulated host devices can miss their 40 s collective
     rendezvous and abort, which would make the test flaky. DataParallel over two simulated
@@ -223,7 +224,9 @@ def test_whole_path_under_jax_without_tensorflow(demo_root, tmp_path):
     code = _HIDE_TENSORFLOW + _SCRIPT_HEAD.format(root=str(demo_root), eager=False) + f"""
 import keras, numpy as np
 from allnet_lib import ensemble, evaluate, explain, pipeline
-profile = profile.replace(feed="cache")
+from allnet_lib import catalogue
+profile = get_profile("gpu", image_sizes=catalogue.min_sizes(), epochs=1, batch_size=4, max_train_images=8)
+assert profile.feed == "cache"
 result = train_model("alexnet", split, profile, run_dir={str(tmp_path / 'jax')!r})
 side = profile.image_size("alexnet")
 record = evaluate.evaluate_model(result.model, split.test, image_size=side, n_bootstrap=20, progress=False)
@@ -251,18 +254,22 @@ print(json.dumps({{"backend": keras.backend.backend(), "epochs": len(result.hist
     assert len(list((tmp_path / "cache").glob("decoded-*.npy"))) == 2  # training and validation part
 
 
-def test_cache_feed_under_tensorflow_trains_like_arrays(split, tmp_path, monkeypatch):
-    """data="cache" (the gpu profile's feed) decodes once into paths.cache_dir(), reuses it on the
-    next run, and trains to the same weights as data="arrays" (same batches, same augmentation)."""
+def test_gpu_profile_at_smoke_size_under_tensorflow(split, tmp_path, monkeypatch):
+    """The gpu profile at smoke size under TensorFlow: its feed (data="cache") decodes once into
+    paths.cache_dir(), reuses it on the next run, and trains to the same weights as
+    data="arrays" (same batches, same augmentation)."""
+    from allnet_lib import catalogue
+
     monkeypatch.setenv("ALLNET_CACHE", str(tmp_path / "cache"))
-    profile = tiny(epochs=1, augment=True)
-    cached = train.train_model("alexnet", split, profile, run_dir=tmp_path / "c", data="cache", progress=False)
+    profile = get_profile("gpu", image_sizes=catalogue.min_sizes(), epochs=1, batch_size=8, max_train_images=8)
+    cached = train.train_model("alexnet", split, profile, run_dir=tmp_path / "c", progress=False)
+    assert json.loads((tmp_path / "c" / "config.json").read_text())["environment"]["data"] == "cache"
     entries = sorted((tmp_path / "cache").glob("decoded-*.npy"))
     assert len(entries) == 2
     arrays = train.train_model("alexnet", split, profile, run_dir=tmp_path / "a", data="arrays", progress=False)
     for a, b in zip(cached.model.get_weights(), arrays.model.get_weights()):
         assert (a == b).all()
-    again = train.train_model("alexnet", split, profile, run_dir=tmp_path / "c2", data="cache", progress=False)
+    again = train.train_model("alexnet", split, profile, run_dir=tmp_path / "c2", progress=False)
     assert sorted((tmp_path / "cache").glob("decoded-*.npy")) == entries
     assert json.loads((tmp_path / "c2" / "config.json").read_text())["environment"]["data"] == "cache"
     assert again.history["loss"].iloc[0] == cached.history["loss"].iloc[0]
