@@ -23,7 +23,10 @@ environment goes inside ``$$``, e.g. ``aligned``). Anything else fails, naming p
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -185,3 +188,54 @@ def test_myst_only_syntax_is_caught(text):
 ])
 def test_portable_markdown_passes(text):
     assert cell_problems(text) == []
+
+
+# --------------------------------------------------------------------------------------------
+# math: Colab renders markdown formulas with KaTeX, which knows fewer commands than MathJax
+# --------------------------------------------------------------------------------------------
+KATEX = ROOT / os.environ.get("ALLNET_VENV", ".venv") / "katex"  # installed by ./run (setup_katex)
+MATH = re.compile(r"\$\$(.+?)\$\$|\$([^$\n]+?)\$", re.S)
+_RENDER = """
+const katex = require('katex'); const items = JSON.parse(require('fs').readFileSync(0, 'utf8'));
+const bad = [];
+for (const x of items) {
+  try { katex.renderToString(x.tex, {displayMode: x.display, throwOnError: true, strict: 'error'}); }
+  catch (e) { bad.push(`${x.where}: ${JSON.stringify(x.tex).slice(0, 100)}: ${String(e.message).slice(0, 160)}`); }
+}
+console.log(JSON.stringify({checked: items.length, bad}));
+"""
+
+
+def formulas(page: Path):
+    """Every ``$...$`` and ``$$...$$`` of a page's markdown, code spans and blocks left out."""
+    for cell, text in markdown_cells(page):
+        text = re.sub(r"`[^`\n]*`", "", re.sub(r"```.*?```", "", text, flags=re.S))
+        for m in MATH.finditer(text):
+            display = m.group(1) is not None
+            yield {"where": f"{page.relative_to(BOOK)} cell {cell}", "display": display,
+                   "tex": m.group(1) if display else m.group(2)}
+
+
+def test_every_formula_renders_in_katex():
+    """Each formula through KaTeX (strict; the version pinned in ./run), as Colab shows it."""
+    node = shutil.which("node")
+    if node is None or not (KATEX / "node_modules" / "katex").is_dir():
+        pytest.skip(f"needs Node.js and KaTeX in {KATEX} (./run test installs them)")
+    items = [f for page in PAGES for f in formulas(page)]
+    assert len(items) > 100, "the formula scan found almost nothing: is the pattern broken?"
+    done = subprocess.run([node, "-e", _RENDER], input=json.dumps(items), capture_output=True, text=True,
+                          cwd=KATEX, env={**os.environ, "NODE_PATH": str(KATEX / "node_modules")}, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["checked"] == len(items)
+    assert not result["bad"], "formulas KaTeX (Colab) cannot render:\n" + "\n".join(result["bad"])
+
+
+def test_the_katex_check_catches_an_unknown_command():
+    node = shutil.which("node")
+    if node is None or not (KATEX / "node_modules" / "katex").is_dir():
+        pytest.skip(f"needs Node.js and KaTeX in {KATEX} (./run test installs them)")
+    items = [{"where": "x", "display": False, "tex": r"\mathscrbad{x}"}, {"where": "y", "display": True, "tex": r"\frac{a}{b}"}]
+    done = subprocess.run([node, "-e", _RENDER], input=json.dumps(items), capture_output=True, text=True,
+                          env={**os.environ, "NODE_PATH": str(KATEX / "node_modules")}, timeout=120)
+    assert [line.split(":")[0] for line in json.loads(done.stdout)["bad"]] == ["x"]
