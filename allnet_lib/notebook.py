@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from allnet_lib import __version__, paths
+from allnet_lib import ONEDNN_ENV, __version__, paths
 # the data-folder rule lives in allnet_lib.paths (one rule for the book, the CLI and the build)
 from allnet_lib.paths import REAL_DATA_PROFILES, data_dir_for, display_path, has_real_data  # noqa: F401
 from allnet_lib.runs import TRAINING_TIME, training_notice  # noqa: F401  (kept here for callers)
@@ -51,7 +51,7 @@ QUIET_TF_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3"}
 #: by itself only on CPUs with AVX-512 VNNI/BF16 or AMX and leaves it off elsewhere (e.g. on an
 #: AVX2-only AMD EPYC); turned on everywhere, every x86 CPU runs the same fast kernels and rounds
 #: the same way (oneDNN on and off give slightly different weights: see train.py).
-TF_ENV = {**QUIET_TF_ENV, "TF_ENABLE_ONEDNN_OPTS": "1"}
+TF_ENV = {**QUIET_TF_ENV, **ONEDNN_ENV}
 
 #: TensorFlow's C++ start-up lines that readers never need (regular expressions, searched in one
 #: line each). The one list used everywhere: :func:`filtered_stderr` (chapter openings, the
@@ -269,11 +269,11 @@ def experiment(ctx: Context, models=None, *, seed: int = EXPERIMENT_SPLIT["seed"
     read their records. ``models=None``: every model of the catalogue. ``train=False`` stops after
     the split (chapter 5 shows it before training)."""
     from allnet_lib import catalogue, compare, evaluate, reader, runs
-    from allnet_lib.split import make_split
+    from allnet_lib.split import experiment_split
 
     names = list(catalogue.model_names() if models is None else models)
     table = reader.index_dataset(ctx.ensure_demo_data(), progress=False).table
-    split = make_split(table, EXPERIMENT_SPLIT["method"], seed=seed, test_size=test_size, val_size=val_size)
+    split = experiment_split(table, seed=seed, test_size=test_size, val_size=val_size)
     run_dirs = {name: runs.default_run_dir(ctx.profile, split, name) for name in names}
     if not train:
         return Experiment(names, table, split, None, run_dirs, {})

@@ -208,3 +208,16 @@ def test_tensorflow_warnings_stay_off_the_page_in_a_kernel(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "done" in done.stdout
     assert "retracing noise" not in done.stdout + done.stderr
+
+
+def test_importing_the_package_switches_onednn_on_for_any_script():
+    """A user's own script (no notebook.setup, no ./run) gets oneDNN's fast kernels too; an
+    explicit choice is kept."""
+    import subprocess
+    import sys
+
+    code = "import os, allnet_lib; print(os.environ['TF_ENABLE_ONEDNN_OPTS'])"
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "1"
+    env["TF_ENABLE_ONEDNN_OPTS"] = "0"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "0"
