@@ -28,7 +28,7 @@ import re
 from pathlib import Path
 
 from allnet_lib.messages import option
-from allnet_lib.profiles import PROFILES
+from allnet_lib.profiles import cheapest_first
 
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"
@@ -260,13 +260,10 @@ def run_times(results_dir: Path = RESULTS_DIR) -> dict[str, dict[str, float]]:
     return times
 
 
-PROFILE_ORDER = tuple(PROFILES)  # cheapest first, the order of profiles.PROFILES
-
-
 def profiles_measured(times: dict[str, dict[str, float]]) -> list[str]:
     """The profiles that :func:`run_times` has numbers for, cheapest first."""
     found = {p for t in times.values() for p in t}
-    return [p for p in PROFILE_ORDER if p in found] + sorted(found - set(PROFILE_ORDER))
+    return cheapest_first(found)
 
 
 def measured_on(results_dir: Path = RESULTS_DIR) -> dict[str, str]:

@@ -257,6 +257,12 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+def cheapest_first(names) -> list[str]:
+    """``names`` in the order of :data:`PROFILES` (cheapest first), unknown names after, sorted."""
+    names = set(names)
+    return [p for p in PROFILES if p in names] + sorted(names - set(PROFILES))
+
+
 def get_profile(name: str | Profile | None = None, **overrides) -> Profile:
     """Profile ``name`` (``smoke``, ``demo``, ``gpu``, ``seed``; None: ``$ALLNET_PROFILE`` or ``demo``),
     with fields replaced by ``overrides``. ``image_sizes={...}`` updates only the models given;

@@ -235,6 +235,14 @@ DEFAULT_TEST_FOLDS = ("fold_2",)
 EXPERIMENT_SPLIT = {"method": "subject", "seed": 0, "test_size": 0.2, "val_size": 0.2}
 
 
+def experiment_split(table: pd.DataFrame, *, seed: int = EXPERIMENT_SPLIT["seed"],
+                     test_size: float = EXPERIMENT_SPLIT["test_size"],
+                     val_size: float = EXPERIMENT_SPLIT["val_size"]) -> Split:
+    """The split chapters 5-9 train on (:data:`EXPERIMENT_SPLIT`), for the chapters and for
+    anything that reads their run folders (e.g. ``stored_runs``)."""
+    return make_split(table, EXPERIMENT_SPLIT["method"], seed=seed, test_size=test_size, val_size=val_size)
+
+
 def default_seed(method: str) -> int | None:
     """The seed a split ``method`` uses when none is given (see :data:`DEFAULT_SEEDS`)."""
     _check_method(method)

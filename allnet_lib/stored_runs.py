@@ -49,7 +49,7 @@ def store(profile_name: str, *, out_dir=None, models=None, overwrite: bool = Fal
     existing stored run unless ``overwrite``."""
     from allnet_lib import catalogue, evaluate, paths, reader, runs
     from allnet_lib.profiles import get_profile
-    from allnet_lib.split import EXPERIMENT_SPLIT, make_split
+    from allnet_lib.split import experiment_split
 
     profile = get_profile(profile_name)
     out = Path(out_dir) if out_dir else STORED_DIR / profile.name
@@ -58,8 +58,7 @@ def store(profile_name: str, *, out_dir=None, models=None, overwrite: bool = Fal
                               "to replace it")
     data_dir, _ = paths.data_dir_for(profile)
     table = reader.index_dataset(data_dir, progress=False).table
-    split = make_split(table, EXPERIMENT_SPLIT["method"], seed=EXPERIMENT_SPLIT["seed"],
-                       test_size=EXPERIMENT_SPLIT["test_size"], val_size=EXPERIMENT_SPLIT["val_size"])
+    split = experiment_split(table)
     names = list(models or catalogue.model_names())
     records, trained = {}, {}
     for name in names:

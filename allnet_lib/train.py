@@ -128,7 +128,7 @@ def train_model(model_name: str, split, profile, *, run_dir=None, resume: bool =
     from allnet_lib import models
 
     spec = models.get_spec(model_name)
-    data = data or getattr(profile, "feed", "files")
+    data = data or profile.feed
     if data not in DATA_MODES:
         raise ValueError(f"data must be 'files' (tf.data), 'arrays' (NumPy in memory) or 'cache' "
                          f"(NumPy from the decoded-image cache), got {data!r}")

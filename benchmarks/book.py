@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from allnet_lib.profiles import PROFILES
+from allnet_lib.profiles import cheapest_first
 from benchmarks.common import ROOT, Config, Table, rounded
 
 TARGET_MINUTES = {"smoke": 10, "demo": 30}
@@ -49,11 +49,6 @@ def find_timings(root: Path = ROOT) -> dict[str, tuple[Path, pd.DataFrame]]:
     return found
 
 
-def _order(profiles) -> list[str]:
-    known = [p for p in PROFILES if p in profiles]  # cheapest first, as profiles.PROFILES
-    return known + sorted(p for p in profiles if p not in known)
-
-
 def run(cfg: Config, root: Path = ROOT) -> list[Table]:
     found = find_timings(root)
     title = "The book: seconds to execute each chapter, per profile"
@@ -64,7 +59,7 @@ def run(cfg: Config, root: Path = ROOT) -> list[Table]:
         totals = pd.DataFrame([{"profile": "(none)", "note": HOW}])
         return [Table("book", title, empty, [HOW]), Table("book_totals", totals_title, totals, [HOW])]
 
-    profiles = _order(found)
+    profiles = cheapest_first(found)
     chapters: list[str] = []
     for profile in profiles:
         for chapter in found[profile][1]["chapter"]:

@@ -9,7 +9,7 @@ import pytest
 from allnet_lib import evaluate, paths, reader, runs, stored_runs
 from allnet_lib.demo import make_demo_dataset
 from allnet_lib.profiles import get_profile
-from allnet_lib.split import EXPERIMENT_SPLIT, make_split
+from allnet_lib.split import experiment_split
 
 MODELS = ["alexnet", "proposed"]
 
@@ -21,8 +21,7 @@ def finished_runs(tmp_path, monkeypatch):
     monkeypatch.setenv(paths.RUNS_ENV, str(tmp_path / "runs"))
     make_demo_dataset(paths.demo_dir(), n_images=60, image_size=64, progress=False)
     table = reader.index_dataset(paths.demo_dir(), progress=False).table
-    split = make_split(table, EXPERIMENT_SPLIT["method"], seed=EXPERIMENT_SPLIT["seed"],
-                       test_size=EXPERIMENT_SPLIT["test_size"], val_size=EXPERIMENT_SPLIT["val_size"])
+    split = experiment_split(table)
     profile = get_profile("smoke")
     rng = np.random.default_rng(0)
     for name in MODELS:
