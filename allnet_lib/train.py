@@ -389,13 +389,15 @@ def deterministic_ops(backend: str):
     data="arrays"; within the machine's noise. JAX and PyTorch on a CPU are deterministic
     already (JAX on a GPU would need XLA_FLAGS=--xla_gpu_deterministic_ops=true).
 
-    One known exception, measured on the 2-core CPU: InceptionV3 (parallel branches) is not bit
-    for bit reproducible while TensorFlow runs independent ops concurrently (its inter-op thread
-    pool): two runs agree on the first step and drift apart by about 1e-8 after a few, with or
-    without XLA. ``TF_NUM_INTEROP_THREADS=1`` (set before TensorFlow starts) makes it identical,
-    at a cost measured on that CPU of about 25 % (InceptionV3) to 40 % (ResNet50) of training
-    speed, which is why it is not the default. AlexNet, VGG16 (with or without XLA), ResNet50
-    and the proposed model were identical without it."""
+    InceptionV3 (parallel branches that TensorFlow may run concurrently in its inter-op thread
+    pool) is the model to watch. An earlier measurement on the 2-core CPU saw two of its runs
+    agree on the first step and drift apart by about 1e-8 after a few; on 1 December (oneDNN on,
+    TensorFlow 2.21) the demo profile's InceptionV3 (6 epochs, 600 images) trained twice gave
+    bit-identical histories and test predictions, and tests/test_reproducible.py checks it at
+    smoke size. Should the drift come back, ``TF_NUM_INTEROP_THREADS=1`` (set before TensorFlow
+    starts) removes it, at a cost measured on that CPU of about 25 % (InceptionV3) to 40 %
+    (ResNet50) of training speed. AlexNet and VGG16 (with or without XLA), ResNet50 and the
+    proposed model were identical without it."""
     if backend != "tensorflow":
         yield
         return

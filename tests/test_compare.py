@@ -164,6 +164,16 @@ def test_leakage_experiment_bookkeeping(table, profile, tmp_path, fake_train, ca
         other_own = evaluate.load_record(tmp_path / f"half_{other}" / "record.json")
         assert held["predictions"]["filename"] == other_own["predictions"]["filename"]
         assert result["halves"][h]["split"]["test_subjects_seen_in_training"] > 0
+        # the fit: the chosen weights scoring exactly the cells they were trained on
+        trained = evaluate.load_record(tmp_path / f"half_{h}" / "record_train.json")
+        used = compare._trained_cells(compare.leakage_halves(table, seed=0)[h], profile)
+        assert sorted(trained["predictions"]["filename"]) == sorted(used["filename"])
+        fit = result["halves"][h]["fit"]
+        assert fit["train_accuracy"] == pytest.approx(trained["metrics"]["accuracy"])
+        assert fit["fitted"] == (trained["metrics"]["accuracy"] >= compare.FIT_THRESHOLD)
+        assert "train_accuracy_while_training" in fit
+    assert result["fit"]["image"]["train_accuracy"] == min(
+        result["halves"][h]["fit"]["train_accuracy"] for h in compare.HALVES)
     image = result["results"]["image"]
     assert image["test"]["n_images"] == image["heldout"]["n_images"]
     assert result["splits"]["image"]["n_test"] == image["test"]["n_images"]

@@ -44,15 +44,23 @@ def _assert_same_run(first, second):
     assert first.best_train_accuracy == second.best_train_accuracy
 
 
-@pytest.mark.parametrize("xla", [False, True], ids=["graph", "xla"])
-def test_two_runs_from_scratch_are_identical(split, tmp_path, xla):
+@pytest.mark.parametrize("model, xla", [
+    pytest.param("alexnet", False, id="alexnet-graph"),
+    pytest.param("alexnet", True, id="alexnet-xla"),
+    pytest.param("vgg16", True, id="vgg16-xla"),
+    # about 3 minutes (tracing InceptionV3 three times): ./run test-slow
+    pytest.param("inception_v3", False, id="inception_v3-graph", marks=pytest.mark.slow),
+])
+def test_two_runs_from_scratch_are_identical(split, tmp_path, model, xla):
     """The graph-compiled path of the demo and seed profiles (tf.data, shuffled and augmented
     every epoch, random initial weights, dropout, Adam), twice in one process: nothing carries
-    over from the first run. AlexNet: the quickest model to trace (about 15 s a run here); the
-    demo profile compiles it with XLA on a CPU (``xla_on_cpu``), which must stay reproducible."""
+    over from the first run. AlexNet: the quickest model to trace (about 15 s a run here). The
+    demo profile compiles AlexNet and VGG16 with XLA on a CPU (``xla_on_cpu``), which must stay
+    reproducible; InceptionV3's parallel branches are where a drift was once seen
+    (train.deterministic_ops)."""
     profile = get_profile("smoke", epochs=2, batch_size=4, max_train_images=8, augment=True,
-                          optimizer="adam", run_eagerly=False, xla_on_cpu=("alexnet",) if xla else ())
-    first, second = (train.train_model("alexnet", split, profile, run_dir=tmp_path / name,
+                          optimizer="adam", run_eagerly=False, xla_on_cpu=(model,) if xla else ())
+    first, second = (train.train_model(model, split, profile, run_dir=tmp_path / name,
                                        resume=False, progress=False) for name in ("a", "b"))
     _assert_same_run(first, second)
     assert first.run_dir != second.run_dir
@@ -65,5 +73,5 @@ def test_two_runs_from_scratch_are_identical(split, tmp_path, xla):
     if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1":
         assert stored["environment"]["onednn"] is True
     # and a finished run reused later reports the same
-    reused = train.train_model("alexnet", split, profile, run_dir=first.run_dir, progress=False)
+    reused = train.train_model(model, split, profile, run_dir=first.run_dir, progress=False)
     assert reused.reused and reused.best_train_accuracy == first.best_train_accuracy
