@@ -87,7 +87,7 @@ def experiment_config(model_name: str, split, profile) -> dict:
     from allnet_lib.split import manifest_hash
     from allnet_lib.train import comparable_settings
 
-    settings = comparable_settings(profile)
+    settings = comparable_settings(profile, model_name)
     return evaluate._jsonable({
         "model": model_name,
         "profile": settings,
@@ -123,17 +123,23 @@ def _finished(paths: Mapping[str, Path], config: dict) -> tuple[dict | None, str
     for name, path in paths.items():
         if path.exists():
             record = evaluate.load_record(path)
-            found = record.get("config", {}).get("experiment")
+            found = _for_comparison(record.get("config", {}).get("experiment"))
             if found != config:
                 return None, _difference(found or {}, config, path)
             records[name] = record
     return (records, None) if len(records) == len(paths) else (None, None)
 
 
+def _for_comparison(found: dict | None) -> dict | None:
+    from allnet_lib.train import for_comparison
+
+    return None if found is None else for_comparison(found)
+
+
 def _same_experiment(path: Path, config: dict) -> bool:
     """Whether ``path`` holds a record of this very configuration (safe to refresh)."""
     try:
-        return evaluate.load_record(path).get("config", {}).get("experiment") == config
+        return _for_comparison(evaluate.load_record(path).get("config", {}).get("experiment")) == config
     except (OSError, ValueError):
         return False
 

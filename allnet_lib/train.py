@@ -84,11 +84,39 @@ NOT_COMPARED = ("description", "demo_images", "run_eagerly", "departures", "leak
 DATA_MODES = ("files", "arrays", "cache")
 
 
-def comparable_settings(profile) -> dict:
+def comparable_settings(profile, model_name: str | None = None) -> dict:
     """The profile's fields that decide what a run computes: two runs whose settings (and data,
-    model and seed) are equal are the same experiment, so a finished one can be reused."""
+    model and seed) are equal are the same experiment, so a finished one can be reused. With
+    ``model_name``, the per-model fields hold that model's values only (:func:`settings_for_model`)."""
     settings = profile.to_dict() if hasattr(profile, "to_dict") else dataclasses.asdict(profile)
-    return {key: value for key, value in settings.items() if key not in NOT_COMPARED}
+    settings = {key: value for key, value in settings.items() if key not in NOT_COMPARED}
+    return settings if model_name is None else settings_for_model(settings, model_name)
+
+
+def settings_for_model(settings: dict, model_name: str) -> dict:
+    """``settings`` with the per-model fields cut down to ``model_name``'s own input side,
+    learning rate and XLA flag, so that changing another model's setting does not make this
+    model's finished runs look like another experiment (and train them again). Idempotent, so a
+    stored configuration written before this existed compares equal once cut down too."""
+    out = dict(settings)
+    sizes = settings.get("image_sizes") or {}
+    if model_name in sizes:
+        out["image_sizes"] = {model_name: sizes[model_name]}
+    if "learning_rate" in settings:
+        out["learning_rate"] = (settings.get("learning_rates") or {}).get(model_name, settings["learning_rate"])
+        out["learning_rates"] = {}
+    if "xla_on_cpu" in settings:
+        out["xla_on_cpu"] = [model_name] if model_name in (settings["xla_on_cpu"] or []) else []
+    return out
+
+
+def for_comparison(config: dict | None) -> dict:
+    """A stored run or experiment configuration (``{"model", "profile", ...}``) as it is compared:
+    its profile settings cut down to its model (:func:`settings_for_model`)."""
+    config = dict(config or {})
+    if isinstance(config.get("profile"), dict) and config.get("model"):
+        config["profile"] = settings_for_model(config["profile"], config["model"])
+    return config
 
 
 @dataclass
@@ -257,7 +285,7 @@ def run_config(model_name, split, profile, train, val, val_source, weights=None)
         "model": model_name,
         "image_size": profile.image_size(model_name),
         "weights": None if weights is None else str(weights),
-        "profile": comparable_settings(profile),
+        "profile": comparable_settings(profile, model_name),
         "split": split.name,
         "split_hash": manifest_hash(split),
         "train_hash": manifest_hash(train),
@@ -300,8 +328,8 @@ def _prepare_run_dir(run_dir: Path, config: dict, *, resume: bool, overwrite: bo
         run_dir.mkdir(parents=True, exist_ok=True)
         return "new"
     stored = _check_is_run(run_dir)
-    if stored.get("config") != _jsonable(config):
-        diff = _differences(stored.get("config") or {}, _jsonable(config))
+    if for_comparison(stored.get("config")) != _jsonable(config):
+        diff = _differences(for_comparison(stored.get("config")), _jsonable(config))
         raise ValueError(f"{run_dir} holds a run with another configuration (differs in: "
                          f"{', '.join(diff)}); it was left untouched. Use another "
                          f"{option('run_dir', 'run_dir')}, or {option('overwrite')} to delete it "

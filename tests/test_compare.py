@@ -129,6 +129,35 @@ def test_a_different_configuration_is_never_silently_replaced(table, profile, tm
     assert fake_train == ["vgg16"]
 
 
+def test_another_models_setting_keeps_this_models_finished_run(table, profile, tmp_path, fake_train):
+    """Changing VGG16's input side, learning rate or XLA flag must not retrain AlexNet; changing
+    AlexNet's own is another experiment. Records written before the per-model cut (the whole
+    profile in their config) are still recognised."""
+    split = compare.make_split(table, "subject")
+    compare_models(["alexnet"], split, profile, out_dir=tmp_path, progress=False)
+    others = profile.replace(image_sizes={**profile.image_sizes, "vgg16": 24},
+                             learning_rates={"vgg16": 5e-4}, xla_on_cpu=("vgg16",))
+    again = compare_models(["alexnet"], split, others, out_dir=tmp_path, progress=False)
+    assert fake_train == ["alexnet"] and again["reused"].all()
+    with pytest.raises(ExperimentConflict, match="profile.learning_rate"):
+        compare_models(["alexnet"], split, profile.replace(learning_rates={"alexnet": 5e-4}),
+                       out_dir=tmp_path, progress=False)
+    with pytest.raises(ExperimentConflict, match="profile.xla_on_cpu"):
+        compare_models(["alexnet"], split, profile.replace(xla_on_cpu=("alexnet",)), out_dir=tmp_path,
+                       progress=False)
+
+    path = tmp_path / "alexnet" / "record.json"
+    record = evaluate.load_record(path)
+    experiment = record["config"]["experiment"]
+    assert experiment["profile"]["image_sizes"] == {"alexnet": profile.image_size("alexnet")}
+    from allnet_lib.train import comparable_settings
+
+    experiment["profile"] = comparable_settings(others)  # as written before: every model's settings
+    path.write_text(json.dumps(record))
+    assert compare_models(["alexnet"], split, profile, out_dir=tmp_path, progress=False)["reused"].all()
+    assert fake_train == ["alexnet"]
+
+
 def test_unknown_model_lists_the_valid_ones(table, profile, fake_train):
     with pytest.raises(ValueError, match="valid names: alexnet, vgg16"):
         compare_models(["alexnet", "lenet"], compare.make_split(table, "subject"), profile)

@@ -128,3 +128,23 @@ def test_xla_on_cpu_names_known_models():
         get_profile("demo", xla_on_cpu=["alexnett"])
     profile = get_profile("demo", xla_on_cpu=["vgg16"])
     assert profile.xla_on_cpu == ("vgg16",) and profile.to_dict()["xla_on_cpu"] == ["vgg16"]
+
+
+def test_a_runs_settings_hold_its_own_models_values_only():
+    """What a finished run is compared by: the per-model fields cut down to its model, the same
+    whether cut once or twice (so older configs holding every model's values compare equal)."""
+    from allnet_lib.train import comparable_settings, for_comparison, settings_for_model
+
+    demo = get_profile("demo")
+    vgg = comparable_settings(demo, "vgg16")
+    assert vgg["image_sizes"] == {"vgg16": demo.image_size("vgg16")}
+    assert vgg["learning_rate"] == demo.learning_rate_for("vgg16") and vgg["learning_rates"] == {}
+    assert vgg["xla_on_cpu"] == (["vgg16"] if "vgg16" in demo.xla_on_cpu else [])
+    resnet = comparable_settings(demo, "resnet50")
+    assert resnet["learning_rate"] == demo.learning_rates["resnet50"] != demo.learning_rate
+    assert settings_for_model(vgg, "vgg16") == vgg
+    older = {"model": "vgg16", "profile": comparable_settings(demo), "seed": 0}
+    assert for_comparison(older) == {"model": "vgg16", "profile": vgg, "seed": 0}
+    changed = get_profile("demo", learning_rates={**demo.learning_rates, "proposed": 1e-2},
+                          image_sizes={**demo.image_sizes, "alexnet": 128})
+    assert comparable_settings(changed, "vgg16") == vgg

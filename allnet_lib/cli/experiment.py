@@ -310,6 +310,7 @@ def run_evaluate(args) -> int:
     from allnet_lib import runs
     from allnet_lib.compare import experiment_config
     from allnet_lib.profiles import Profile
+    from allnet_lib.train import for_comparison
 
     run_dir = Path(args.run).expanduser()
     stored = _finished_run(run_dir)
@@ -326,7 +327,7 @@ def run_evaluate(args) -> int:
     path = runs.record_path(run_dir)
     if path.exists() and not args.overwrite:
         record = evaluate.load_record(path)
-        if record.get("config", {}).get("experiment") == experiment:
+        if for_comparison(record.get("config", {}).get("experiment")) == experiment:
             print(f"{path} already holds this run's evaluation (pass --overwrite to evaluate again):")
             print(evaluate.format_metrics(record))
             return 0
