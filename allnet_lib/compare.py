@@ -792,12 +792,15 @@ def leakage_seeds_verdict(summary: dict) -> str:
                  "zero: these seeds do not tell the gap from split-to-split noise.")
     fits = [a for a in summary.get("train_accuracy") or [] if a is not None]
     unfit = [a for a in fits if a < FIT_THRESHOLD]
+    shown = leakage_shown(summary)
     if unfit:
         contrast += (f" In {len(unfit)} of {len(fits)} seeds a model did not fit its "
-                     f"training part (the chosen weights scored {min(unfit):.2f} of their own training cells, below "
-                     f"{FIT_THRESHOLD:.2f}): a model that has not learnt its training cells cannot "
-                     "show how much memorising people helps, so its gap says little about the leak.")
-    if leakage_shown(summary):
+                     f"training part (the chosen weights scored {min(unfit):.3f} of their own training "
+                     f"cells, below {FIT_THRESHOLD:.2f}): a model that has not learnt its training cells "
+                     "profits less from having seen a person, so "
+                     + ("the gap may understate the leak." if shown else
+                        "a small gap says little about the leak."))
+    if shown:
         return (f"Over {n} {seeds}{who} the same test cells scored {mean:.3f}{spread} higher "
                 f"{metric} when the model had seen other cells of their people (a random image "
                 f"split) than when it had not (a subject split): gap positive in {pos} of "

@@ -265,5 +265,10 @@ def test_leakage_seeds_verdict_says_when_the_model_did_not_fit():
                 for s, g, a in ((0, 0.02, 0.71), (1, 0.01, 0.95), (2, 0.03, 0.93))]
     verdict = compare.leakage_seeds_verdict(compare.leakage_over_seeds(per_seed))
     assert "did not fit its training part" in verdict and "1 of 3 seeds" in verdict
+    assert "scored 0.710 of their own training cells" in verdict
+    assert "the gap may understate the leak" in verdict  # a gap shown by a model that fitted poorly
+    no_gap = [dict(r, optimism_gap={"accuracy": -r["optimism_gap"]["accuracy"]}) for r in per_seed]
+    verdict = compare.leakage_seeds_verdict(compare.leakage_over_seeds(no_gap))
+    assert "did not fit" in verdict and "a small gap says little about the leak" in verdict
     fitted = [dict(r, fit={"image": {"train_accuracy": 0.99}}) for r in per_seed]
     assert "did not fit" not in compare.leakage_seeds_verdict(compare.leakage_over_seeds(fitted))
