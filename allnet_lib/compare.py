@@ -131,6 +131,7 @@ def _finished(paths: Mapping[str, Path], config: dict) -> tuple[dict | None, str
 
 
 def _for_comparison(found: dict | None) -> dict | None:
+    """train.for_comparison, imported on use: importing allnet_lib.train starts TensorFlow."""
     from allnet_lib.train import for_comparison
 
     return None if found is None else for_comparison(found)

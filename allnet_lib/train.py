@@ -328,8 +328,9 @@ def _prepare_run_dir(run_dir: Path, config: dict, *, resume: bool, overwrite: bo
         run_dir.mkdir(parents=True, exist_ok=True)
         return "new"
     stored = _check_is_run(run_dir)
-    if for_comparison(stored.get("config")) != _jsonable(config):
-        diff = _differences(for_comparison(stored.get("config")), _jsonable(config))
+    found = for_comparison(stored.get("config"))
+    if found != _jsonable(config):
+        diff = _differences(found, _jsonable(config))
         raise ValueError(f"{run_dir} holds a run with another configuration (differs in: "
                          f"{', '.join(diff)}); it was left untouched. Use another "
                          f"{option('run_dir', 'run_dir')}, or {option('overwrite')} to delete it "
