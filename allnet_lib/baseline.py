@@ -15,8 +15,12 @@ spread of the optimism gap over seeds can be measured, not guessed. :func:`leaka
 of any model family (they read only the result dicts).
 
 The classical models have no early stopping and no tuned hyperparameters, so they need no
-validation part: a split's validation images are added to its training images (``fit_on`` says
-so in every record and result).
+validation part: by default a split's validation images are added to its training images
+(``fit_on`` says so in every record and result). Given a training profile,
+:func:`classical_baseline` fits on exactly the cells that profile's CNNs train on
+(:func:`split.training_parts`: no validation people, the ``max_train_images`` sample), so that
+the comparison with the CNNs differs in the learner only, not in how many cells and people it
+learned from.
 """
 
 from __future__ import annotations
@@ -32,10 +36,12 @@ from allnet_lib import evaluate
 from allnet_lib.compare import (  # noqa: F401  (re-exported: the seed summary serves every model family)
     leakage_over_seeds, leakage_seeds_table, leakage_seeds_verdict)
 from allnet_lib.features import FEATURE_NAMES
+from allnet_lib.split import training_parts
 
 #: Record names of the models, as they appear in tables next to the CNNs.
 MODEL_NAMES = {"logistic": "features+logreg", "forest": "features+forest"}
 FIT_ON = "train+val"
+FIT_ON_CNN_CELLS = "the CNNs' training cells"  # fit_on when classical_baseline is given a profile
 DESCRIPTION = ("classical baseline: hand-crafted cell features (allnet_lib.features) and a "
                "scikit-learn model; what a CNN has to beat")
 PROFILE_NAME = "classical"  # the "profile" of a classical leakage result (there is no training profile)
@@ -142,11 +148,12 @@ def _labelled(table: pd.DataFrame, where: str) -> pd.DataFrame:
     return table
 
 
-def fit_classical(name: str, train_table: pd.DataFrame, features: pd.DataFrame, *, seed: int = 0):
+def fit_classical(name: str, train_table: pd.DataFrame, features: pd.DataFrame, *, seed: int = 0,
+                  fit_on: str = FIT_ON):
     """Fit :data:`CLASSICAL_MODELS` ``[name]`` on the images of ``train_table``.
 
     Returns the fitted scikit-learn estimator, with ``allnet_facts`` (name, seed, images, time,
-    training accuracy) attached."""
+    training accuracy, ``fit_on``: which part of the split ``train_table`` is) attached."""
     _check_name(name)
     _labelled(train_table, "fit_classical")
     y = train_table["y"].astype(int).to_numpy()
@@ -165,7 +172,7 @@ def fit_classical(name: str, train_table: pd.DataFrame, features: pd.DataFrame, 
     model.allnet_facts = {
         "model": name, "name": MODEL_NAMES[name], "seed": int(seed), "n_fit": int(len(y)),
         "fit_seconds": seconds, "train_accuracy": float((model.predict(x) == y).mean()),
-        "fit_subjects": int(train_table["subject"].nunique()),
+        "fit_subjects": int(train_table["subject"].nunique()), "fit_on": str(fit_on),
     }
     return model
 
@@ -196,14 +203,14 @@ def evaluate_classical(model, table: pd.DataFrame, features: pd.DataFrame, *, na
         config={"classical_baseline": True, "description": DESCRIPTION,
                 "model": facts.get("model"), "estimator": _estimator_text(model),
                 "features": list(FEATURE_NAMES), "seed": facts.get("seed"),
-                "fit_on": FIT_ON, **dict(config or {})},
+                "fit_on": facts.get("fit_on", FIT_ON), **dict(config or {})},
         seconds=seconds, split_name=split_name, manifest_hash=manifest_hash(table), threshold=threshold,
         n_bootstrap=n_bootstrap, seed=seed, versions=_versions(),
         extra={"training": {"seconds": facts.get("fit_seconds"),
                             "images_per_second": (facts["n_fit"] / facts["fit_seconds"]
                                                   if facts.get("fit_seconds") else None),
                             "n_images": facts.get("n_fit"), "train_accuracy": facts.get("train_accuracy"),
-                            "fit_on": FIT_ON},
+                            "n_subjects": facts.get("fit_subjects"), "fit_on": facts.get("fit_on", FIT_ON)},
                "baseline": "classical"})
 
 
@@ -227,10 +234,11 @@ def _fit_part(split) -> pd.DataFrame:
 
 def classical_baseline(split, *, features: pd.DataFrame | None = None,
                        models: Iterable[str] = ("logistic", "forest"), seed: int = 0,
-                       n_bootstrap: int = 1000, progress: bool = True) -> dict[str, dict]:
-    """Fit each classical model on ``split``'s training (+ validation) part and evaluate it on
-    its test part: ``{model name: record}``; :func:`compare.results_table` of the records gives
-    the same table as for the CNNs.
+                       n_bootstrap: int = 1000, progress: bool = True, profile=None) -> dict[str, dict]:
+    """Fit each classical model on ``split``'s training + validation part, or, given a training
+    ``profile``, on the very cells that profile's CNNs train on (:func:`split.training_parts`),
+    and evaluate it on the test part: ``{model name: record}``; :func:`compare.results_table` of
+    the records gives the same table as for the CNNs.
 
     Features are computed once for all images of the split unless given (indexed by path, as
     :func:`features_by_path` returns, or ``feature_table`` of a table holding these images)."""
@@ -246,10 +254,13 @@ def classical_baseline(split, *, features: pd.DataFrame | None = None,
         raise ValueError("the features do not cover every image of the split; pass features indexed "
                          "by path that include them (baseline.features_by_path(table) of the whole "
                          "table), or none to compute them")
-    fit_table = _fit_part(split)
+    if profile is None:
+        fit_table, fit_on = _fit_part(split), FIT_ON
+    else:
+        fit_table, fit_on = training_parts(split, profile)[0], FIT_ON_CNN_CELLS
     records = {}
     for name in models:
-        model = fit_classical(name, fit_table, features, seed=seed)
+        model = fit_classical(name, fit_table, features, seed=seed, fit_on=fit_on)
         record = evaluate_classical(model, split.test, features, split_name=split.name,
                                     n_bootstrap=n_bootstrap, seed=seed,
                                     config={"split_method": split.method, "split_seed": split.seed})

@@ -26,6 +26,7 @@ from allnet_lib import catalogue, evaluate, runs
 from allnet_lib.paths import display_path
 from allnet_lib.labels import CLASSES
 from allnet_lib.split import DEFAULT_TEST_SIZE, DEFAULT_VAL_SIZE  # the split registry's sizes
+from allnet_lib.split import training_parts
 
 #: The 2019 report's Table 2: test accuracy in percent, on a *random image-level* 80/20 split
 #: (cells of the same person in train and test), so not a score on new patients.
@@ -410,7 +411,7 @@ def leakage_experiment(model_name: str, table: pd.DataFrame, profile, *, out_dir
         split = halves[name]
         log(f"leakage experiment: half {name} ({split.name}; its test cells are also scored by "
             f"half {other}'s model)")
-        extra = {"heldout": halves[other].test, FIT_PART: _trained_cells(split, profile)}
+        extra = {"heldout": halves[other].test, FIT_PART: training_parts(split, profile)[0]}
         recs, was_reused = run_model(model_name, split, profile, out_dir / f"half_{name}", reuse=reuse,
                                      extra_tests=extra, progress=progress, log=log)
         records[name] = recs
@@ -502,13 +503,6 @@ def leakage_result_header(model_name: str, profile_name: str, seed: int, halves:
 FIT_THRESHOLD = 0.90
 #: The record (``record_train.json``) of a leakage model scoring the very cells it was trained on.
 FIT_PART = "train"
-
-
-def _trained_cells(split, profile) -> pd.DataFrame:
-    """The images the model of ``split`` is trained on (the profile's ``max_train_images`` sample)."""
-    from allnet_lib.train import training_parts
-
-    return training_parts(split, profile)[0]
 
 
 def _fit_facts(records: Mapping[str, dict]) -> dict:

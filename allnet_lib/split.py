@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 
 from allnet_lib.labels import CLASSES, label_to_index, parse_cnmc_name
@@ -311,6 +312,66 @@ def training_rows(table: pd.DataFrame) -> pd.DataFrame:
         if is_training.any():
             return table[is_training].reset_index(drop=True)
     return table[table["label"].isin(CLASSES)].reset_index(drop=True)
+
+
+#: Share of training images moved to validation (whole subjects) when a split has none.
+CARVED_VAL_SIZE = 0.2
+
+
+def training_parts(split, profile, notes: list | None = None):
+    """(train, val, where val came from): ``split.val``, or carved from train by subject when
+    empty; then at most ``profile.max_train_images`` training images (stratified by class)."""
+    notes = notes if notes is not None else []
+    train, val = split.train, split.val
+    _check_part(train, "training")
+    if val is None or len(val) == 0:
+        train, val = carve_validation(train, seed=profile.seed)
+        source = f"carved from train ({CARVED_VAL_SIZE:.0%} of images, whole subjects)"
+        notes.append(f"split {split.name!r} has no validation part: {len(val)} images of "
+                     f"{val['subject'].nunique()} training subjects are used to pick the best "
+                     "epoch instead (never the test set)")
+    else:
+        source = "split.val"
+    if profile.max_train_images and len(train) > profile.max_train_images:
+        notes.append(f"training on {profile.max_train_images} of {len(train)} training images "
+                     f"(profile {profile.name!r}, max_train_images)")
+        train = stratified_sample(train, profile.max_train_images, seed=profile.seed)
+    return train.reset_index(drop=True), val.reset_index(drop=True), source
+
+
+def carve_validation(train: pd.DataFrame, *, seed: int = 0):
+    """Move whole subjects (about 20% of images, both classes) from train to validation."""
+    try:
+        carved = subject_split(train, test_size=CARVED_VAL_SIZE, seed=seed)
+    except ValueError as error:
+        raise ValueError(f"the split has no validation part, and none could be carved out of its "
+                         f"training part ({error}). Make a split with val_size > 0, e.g. "
+                         "subject_split(table, test_size=0.2, val_size=0.15).") from error
+    return carved.train, carved.test
+
+
+def stratified_sample(table: pd.DataFrame, n: int, *, seed: int = 0) -> pd.DataFrame:
+    """``n`` rows keeping the class shares (largest remainder), reproducible from ``seed``."""
+    counts = table["label"].value_counts().sort_index()
+    share = counts / counts.sum() * n
+    take = np.floor(share).astype(int)
+    for label in (share - take).sort_values(ascending=False).index[: n - take.sum()]:
+        take[label] += 1
+    parts = [table[table["label"] == label].sample(int(k), random_state=seed)
+             for label, k in take.items() if k > 0]
+    return pd.concat(parts).sort_index()
+
+
+def _check_part(table, what: str) -> None:
+    if table is None or len(table) == 0:
+        raise ValueError(f"the split's {what} part is empty; nothing to train on")
+    missing = [c for c in ("path", "label", "subject") if c not in table.columns]
+    if missing:
+        raise ValueError(f"the {what} table has no column(s) {missing}; use tables made by "
+                         "allnet_lib.reader.index_dataset and allnet_lib.split")
+    labels = set(table["label"])
+    if not labels <= set(CLASSES):
+        raise ValueError(f"the {what} part has unknown labels {sorted(labels - set(CLASSES))}")
 
 
 def assert_subject_disjoint(split: Split) -> None:

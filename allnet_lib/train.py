@@ -74,8 +74,10 @@ from allnet_lib.paths import display_path
 from allnet_lib.runs import (BACKUP_DIR, BEST_NAME, BEST_WEIGHTS, CONFIG_NAME, HISTORY_NAME,  # noqa: F401
                              LAST_NAME, default_run_dir, read_history)
 from allnet_lib.runs import _jsonable, write_json as _write_json
+# which cells a model trains on is a question about the split; kept importable from here for callers
+from allnet_lib.split import (CARVED_VAL_SIZE, _check_part, carve_validation,  # noqa: F401
+                              stratified_sample, training_parts)
 
-CARVED_VAL_SIZE = 0.2  # share of training images moved to validation when a split has none
 MAX_EPOCH_LINES = 25   # notebook progress: at most about this many epoch lines
 # profile fields that do not change what a run computes (left out of config comparisons)
 # (``feed``, like ``data=``, says how the images reach the model: recorded in config.json's environment)
@@ -213,64 +215,6 @@ def _resumed_record(run_dir: Path, state: str) -> list[int]:
         return []
     stored = _check_is_run(run_dir)
     return list(stored.get("resumed_after_epochs") or []) + [_backup_epoch(run_dir)]
-
-
-def training_parts(split, profile, notes: list | None = None):
-    """(train, val, where val came from): ``split.val``, or carved from train by subject when
-    empty; then at most ``profile.max_train_images`` training images (stratified by class)."""
-    notes = notes if notes is not None else []
-    train, val = split.train, split.val
-    _check_part(train, "training")
-    if val is None or len(val) == 0:
-        train, val = carve_validation(train, seed=profile.seed)
-        source = f"carved from train ({CARVED_VAL_SIZE:.0%} of images, whole subjects)"
-        notes.append(f"split {split.name!r} has no validation part: {len(val)} images of "
-                     f"{val['subject'].nunique()} training subjects are used to pick the best "
-                     "epoch instead (never the test set)")
-    else:
-        source = "split.val"
-    if profile.max_train_images and len(train) > profile.max_train_images:
-        notes.append(f"training on {profile.max_train_images} of {len(train)} training images "
-                     f"(profile {profile.name!r}, max_train_images)")
-        train = stratified_sample(train, profile.max_train_images, seed=profile.seed)
-    return train.reset_index(drop=True), val.reset_index(drop=True), source
-
-
-def carve_validation(train: pd.DataFrame, *, seed: int = 0):
-    """Move whole subjects (about 20% of images, both classes) from train to validation."""
-    from allnet_lib.split import subject_split
-
-    try:
-        carved = subject_split(train, test_size=CARVED_VAL_SIZE, seed=seed)
-    except ValueError as error:
-        raise ValueError(f"the split has no validation part, and none could be carved out of its "
-                         f"training part ({error}). Make a split with val_size > 0, e.g. "
-                         "subject_split(table, test_size=0.2, val_size=0.15).") from error
-    return carved.train, carved.test
-
-
-def stratified_sample(table: pd.DataFrame, n: int, *, seed: int = 0) -> pd.DataFrame:
-    """``n`` rows keeping the class shares (largest remainder), reproducible from ``seed``."""
-    counts = table["label"].value_counts().sort_index()
-    share = counts / counts.sum() * n
-    take = np.floor(share).astype(int)
-    for label in (share - take).sort_values(ascending=False).index[: n - take.sum()]:
-        take[label] += 1
-    parts = [table[table["label"] == label].sample(int(k), random_state=seed)
-             for label, k in take.items() if k > 0]
-    return pd.concat(parts).sort_index()
-
-
-def _check_part(table, what: str) -> None:
-    if table is None or len(table) == 0:
-        raise ValueError(f"the split's {what} part is empty; nothing to train on")
-    missing = [c for c in ("path", "label", "subject") if c not in table.columns]
-    if missing:
-        raise ValueError(f"the {what} table has no column(s) {missing}; use tables made by "
-                         "allnet_lib.reader.index_dataset and allnet_lib.split")
-    labels = set(table["label"])
-    if not labels <= set(CLASSES):
-        raise ValueError(f"the {what} part has unknown labels {sorted(labels - set(CLASSES))}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -194,6 +194,29 @@ def test_classical_baseline_records_fit_the_record_schema(painted, painted_featu
     assert again["features+forest"]["predictions"]["p_all"] == records["features+forest"]["predictions"]["p_all"]
 
 
+def test_given_a_profile_the_baseline_fits_on_the_cnns_training_cells(painted, painted_features):
+    from allnet_lib.profiles import get_profile
+    from allnet_lib.split import training_parts
+
+    _, table = painted
+    split = compare.make_split(table, "subject", seed=0, val_size=0.2)
+    features = baseline.features_by_path(table, painted_features)
+    profile = get_profile("demo", max_train_images=12)
+    cnn_cells = training_parts(split, profile)[0]
+    assert len(cnn_cells) == 12 < len(split.train)
+    same = baseline.classical_baseline(split, features=features, models=("logistic",), n_bootstrap=0,
+                                       profile=profile)["features+logreg"]
+    more = baseline.classical_baseline(split, features=features, models=("logistic",), n_bootstrap=0)["features+logreg"]
+    assert same["config"]["fit_on"] == baseline.FIT_ON_CNN_CELLS and more["config"]["fit_on"] == "train+val"
+    assert same["training"]["n_images"] == 12
+    assert same["training"]["n_subjects"] == cnn_cells["subject"].nunique()
+    assert more["training"]["n_images"] == len(split.train) + len(split.val)
+    assert more["training"]["n_subjects"] == split.train["subject"].nunique() + split.val["subject"].nunique()
+    fitted = baseline.fit_classical("logistic", cnn_cells, features)  # the same cells give the same model
+    assert same["predictions"]["p_all"] == pytest.approx(
+        baseline.evaluate_classical(fitted, split.test, features, n_bootstrap=0)["predictions"]["p_all"])
+
+
 def test_features_are_looked_up_by_path_not_by_position(painted, painted_features):
     _, table = painted
     split = compare.make_split(table, "subject", seed=1)
@@ -333,6 +356,11 @@ def test_baseline_command_on_the_demo_set(demo, capsys):
     assert code == 0, text
     assert "features+logreg" in text and "features+forest" in text
     assert "always answering 'all'" in text and "balanced accuracy" in text
+    assert "models fitted on train+val (" in text
+    code = main(["baseline", str(demo), "--no-progress", "--cnn-cells", "smoke"])
+    text = "".join(capsys.readouterr())
+    assert code == 0, text
+    assert f"models fitted on {baseline.FIT_ON_CNN_CELLS} (8 images of" in text  # smoke: max_train_images 8
 
 
 def test_baseline_leakage_command(painted, capsys):

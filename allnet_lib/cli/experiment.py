@@ -555,6 +555,10 @@ def _register_baseline(subparsers) -> None:
                         help="seed of the split and the models (default: 120 for --split image, else 0)")
     parser.add_argument("--models", default=",".join(CLASSICAL_MODELS),
                         help="comma-separated classical models (default: %(default)s)")
+    parser.add_argument("--cnn-cells", metavar="PROFILE", default=None,
+                        help="fit on the very cells that PROFILE's CNNs train on (its sample of the "
+                             "training subjects, as chapter 7 does) instead of the training + "
+                             "validation part")
     parser.add_argument("--leakage", action="store_true",
                         help="run the leakage experiment over --seeds with --model instead")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], metavar="SEED",
@@ -607,11 +611,14 @@ def run_baseline(args) -> int:
     started = time.perf_counter()
     features = baseline.features_by_path(everything, progress=progress)
     feature_seconds = time.perf_counter() - started
-    records = baseline.classical_baseline(split, features=features, models=names, seed=split.seed)
+    profile = get_profile(args.cnn_cells) if args.cnn_cells else None
+    records = baseline.classical_baseline(split, features=features, models=names, seed=split.seed,
+                                          profile=profile)
     readable = compare.format_results(compare.results_table(records))
     readable = readable.drop(columns=["report 2019 acc. (image split)"], errors="ignore")
-    print(f"features of {len(features)} images in {feature_seconds:.1f} s; models fitted on the "
-          f"{baseline.FIT_ON} part ({len(split.train) + len(split.val)} images), tested on "
+    fit = next(iter(records.values()))["training"]
+    print(f"features of {len(features)} images in {feature_seconds:.1f} s; models fitted on "
+          f"{fit['fit_on']} ({fit['n_images']} images of {fit['n_subjects']} subjects), tested on "
           f"{len(split.test)} images of {split.test['subject'].nunique()} subjects\n")
     print(readable.to_string(index=False))
     print()
