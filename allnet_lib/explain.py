@@ -64,6 +64,9 @@ __all__ = [
     "plot_grad_cam_grid",
     "cell_mask",
     "heat_inside_cell",
+    "grad_cam_map_side",
+    "heat_share_table",
+    "heat_share_verdict",
 ]
 
 
@@ -881,14 +884,29 @@ def heat_inside_cell(images, heatmaps, *, threshold: int = 10) -> np.ndarray:
 #: How far above chance (the cell's share of the image) a model's heat share on the cell must be
 #: for the book to say that the model's evidence lies on the cell.
 HEAT_MARGIN = 0.05
+#: Grad-CAM maps from a layer this many positions across (or fewer) cannot be checked by the heat
+#: share: upsampled bilinearly, a 2x2 map is a bilinear function of position, whose mean over any
+#: region symmetric about the image centre (a centred cell) equals its mean over the whole image.
+#: Its heat on a centred cell is near the chance level whatever the model looks at.
+BLIND_MAP_SIDE = 2
 
 
-def heat_share_table(images_by_model: dict, heatmaps_by_model: dict, y) -> "pd.DataFrame":
+def grad_cam_map_side(model, images=None) -> int:
+    """Positions across the feature map Grad-CAM uses for ``model`` (:func:`last_conv_layer`)."""
+    target = last_conv_layer(model, images)
+    info = next(i for i in trace_layers(model, images) if i.name == target)
+    return int(min(info.output_shape[1:3]))
+
+
+def heat_share_table(images_by_model: dict, heatmaps_by_model: dict, y,
+                     map_sides: dict | None = None) -> "pd.DataFrame":
     """Per model and true class: the mean share of Grad-CAM heat on the cell, the chance level
     (the mean share of the image the cell covers: what a map that ignored the image would score),
     their difference, and how many maps were empty (all zero). ``images_by_model[m]`` are the
     images model ``m`` saw (its own input size), ``heatmaps_by_model[m]`` its maps, ``y`` the
-    labels (1 = ALL) of the same cells."""
+    labels (1 = ALL) of the same cells. ``map_sides[m]`` (:func:`grad_cam_map_side`), when given,
+    becomes a column ``map side``, so that :func:`heat_share_verdict` can leave out maps too
+    coarse to check (:data:`BLIND_MAP_SIDE`)."""
     import pandas as pd
 
     from allnet_lib.labels import CLASSES
@@ -908,27 +926,43 @@ def heat_share_table(images_by_model: dict, heatmaps_by_model: dict, y) -> "pd.D
                          "heat on the cell": on_cell, "chance (cell's share)": float(share[sel].mean()),
                          "above chance": on_cell - float(share[sel].mean()),
                          "empty maps": int(np.isnan(inside[sel]).sum())})
+            if map_sides is not None:
+                rows[-1]["map side"] = map_sides.get(name, np.nan)
     return pd.DataFrame(rows).set_index(["model", "class"])
 
 
 def heat_share_verdict(table) -> tuple[str, bool | None]:
     """A sentence on where the models' evidence lies, from :func:`heat_share_table`, and whether
     every model put its heat on the cell by more than :data:`HEAT_MARGIN` above chance in every
-    class (None when nothing could be measured)."""
+    class: False if a model that can be checked did not; None when nothing could be measured, or
+    when the others did but some maps were too coarse to check (a ``map side`` of at most
+    :data:`BLIND_MAP_SIDE`)."""
     above = table["above chance"]
     if above.isna().all():
         return "No Grad-CAM map had any heat: nothing can be said about where the evidence lies.", None
-    on_cell, near_chance = [], []
-    for model, part in above.groupby(level="model"):
-        (on_cell if (part > HEAT_MARGIN).all() else near_chance).append(model)
+    sides = table["map side"] if "map side" in table else None
+    on_cell, near_chance, blind = [], [], []
+    for model, part in above.groupby(level="model", sort=False):
+        if sides is not None and (sides.loc[model] <= BLIND_MAP_SIDE).all():
+            blind.append(model)
+        else:
+            (on_cell if (part > HEAT_MARGIN).all() else near_chance).append(model)
     chance = table["chance (cell's share)"]
     facts = "; ".join(f"{m} {table.loc[m, 'heat on the cell'].mean():.2f} vs chance {chance.loc[m].mean():.2f}"
                       for m in dict.fromkeys(table.index.get_level_values("model")))
+    unchecked = ""
+    if blind:
+        side = int(sides.loc[blind].max())
+        unchecked = (f" Not checked: {', '.join(blind)}, whose Grad-CAM layer is {side}x{side}. Upsampled, such "
+                     "a map has the same mean over any region symmetric about the image centre as over the "
+                     "whole image, so its heat on a centred cell stays near chance whatever the model looks at.")
+    if not near_chance and not on_cell:
+        return f"No model could be checked: {facts}.{unchecked}", None
     if not near_chance:
-        return (f"Every model puts more of its heat on the cell than chance (by more than "
-                f"{HEAT_MARGIN:.2f} in each class): {facts}.", True)
+        return (f"Every model checked puts more of its heat on the cell than chance (by more than "
+                f"{HEAT_MARGIN:.2f} in each class): {facts}.{unchecked}", None if blind else True)
     if not on_cell:
         return (f"No model's heat lies on the cell clearly more than chance (margin {HEAT_MARGIN:.2f}): "
-                f"{facts}. At these input sizes Grad-CAM does not show where the evidence lies.", False)
+                f"{facts}. At these input sizes Grad-CAM does not show where the evidence lies.{unchecked}", False)
     return (f"Heat on the cell above chance (margin {HEAT_MARGIN:.2f}) for {', '.join(on_cell)}; "
-            f"near chance for {', '.join(near_chance)}: {facts}.", False)
+            f"near chance for {', '.join(near_chance)}: {facts}.{unchecked}", False)

@@ -195,7 +195,7 @@ def test_leakage_experiment_bookkeeping(table, profile, tmp_path, fake_train, ca
         assert result["halves"][h]["split"]["test_subjects_seen_in_training"] > 0
         # the fit: the chosen weights scoring exactly the cells they were trained on
         trained = evaluate.load_record(tmp_path / f"half_{h}" / "record_train.json")
-        used = compare._trained_cells(compare.leakage_halves(table, seed=0)[h], profile)
+        used = compare.training_parts(compare.leakage_halves(table, seed=0)[h], profile)[0]
         assert sorted(trained["predictions"]["filename"]) == sorted(used["filename"])
         fit = result["halves"][h]["fit"]
         assert fit["train_accuracy"] == pytest.approx(trained["metrics"]["accuracy"])

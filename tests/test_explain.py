@@ -219,3 +219,38 @@ def test_heat_share_table_and_verdict_follow_the_maps():
     assert holds is False and "above chance" in sentence and "near chance for b" in sentence
     sentence, holds = explain.heat_share_verdict(table.loc[["a"]])
     assert holds is True and sentence.startswith("Every model")
+
+
+def test_a_two_by_two_grad_cam_map_puts_exactly_chance_heat_on_a_centred_cell():
+    """Why heat_share_verdict leaves such maps out: the proposed model at 64 px ends in a 2x2 map."""
+    from allnet_lib import models
+
+    model = models.build_model("proposed", 64)
+    assert explain.grad_cam_map_side(model) == 2
+    yy, xx = np.mgrid[:64, :64]
+    disc = np.hypot(yy - 31.5, xx - 31.5) < 18  # symmetric about the image centre
+    images = np.random.default_rng(0).uniform(0.3, 0.9, size=(3, 64, 64, 3)).astype(np.float32) * disc[..., None]
+    heat = explain.grad_cam(model, images, class_index=1)
+    table = explain.heat_share_table({"proposed": images}, {"proposed": heat}, [1, 1, 1])
+    row = table.loc[("proposed", "all")]
+    assert row["heat on the cell"] == pytest.approx(row["chance (cell's share)"], abs=1e-3)
+
+
+def test_the_verdict_leaves_out_maps_too_coarse_to_check():
+    images = np.zeros((4, 20, 20, 3), np.uint8)
+    images[:, 5:15, 5:15] = 200
+    on_cell = np.zeros((4, 20, 20), np.float32)
+    on_cell[:, 6:14, 6:14] = 1.0
+    everywhere = np.ones((4, 20, 20), np.float32)
+    y = np.array([1, 1, 0, 0])
+    maps = {"a": on_cell, "coarse": everywhere, "b": everywhere}
+    table = explain.heat_share_table({m: images for m in maps}, maps, y, map_sides={"a": 4, "coarse": 2, "b": 3})
+    assert list(table["map side"].loc["coarse"]) == [2, 2]
+    sentence, holds = explain.heat_share_verdict(table.loc[["a", "coarse"]])
+    assert holds is None and sentence.startswith("Every model checked") and "Not checked: coarse" in sentence
+    assert "2x2" in sentence
+    sentence, holds = explain.heat_share_verdict(table)  # b (3x3) can be checked, and is at chance
+    assert holds is False and "near chance for b" in sentence and "Not checked: coarse" in sentence
+    sentence, holds = explain.heat_share_verdict(table.loc[["coarse"]])
+    assert holds is None and sentence.startswith("No model could be checked")
+    assert explain.heat_share_verdict(table.drop(columns="map side"))[1] is False  # without sides: as before
