@@ -25,8 +25,7 @@ import pandas as pd
 from allnet_lib import catalogue, evaluate, runs
 from allnet_lib.paths import display_path
 from allnet_lib.labels import CLASSES
-from allnet_lib.split import DEFAULT_TEST_SIZE, DEFAULT_VAL_SIZE  # the split registry's sizes
-from allnet_lib.split import training_parts
+from allnet_lib.split import DEFAULT_TEST_SIZE, DEFAULT_VAL_SIZE, training_parts
 
 #: The 2019 report's Table 2: test accuracy in percent, on a *random image-level* 80/20 split
 #: (cells of the same person in train and test), so not a score on new patients.

@@ -49,6 +49,7 @@ __all__ = [
     "count_params",
     "layer_table",
     "last_conv_layer",
+    "grad_cam_layer",
     "prepare_images",
     "feature_maps",
     "select_channels",
@@ -271,7 +272,12 @@ def conv_layers(model, images=None) -> list[LayerInfo]:
 
 
 def last_conv_layer(model, images=None) -> str:
-    """Qualified name of the layer Grad-CAM should look at: the last spatial feature map.
+    """Qualified name of the layer Grad-CAM should look at (:func:`grad_cam_layer`)."""
+    return grad_cam_layer(model, images).name
+
+
+def grad_cam_layer(model, images=None) -> LayerInfo:
+    """The layer Grad-CAM should look at, with its output shape: the last spatial feature map.
 
     That is the last layer (in call order, nested models entered) whose output is a feature map
     of at least 2x2 and that computes rather than moves features: for ResNet50 the block output
@@ -292,7 +298,7 @@ def last_conv_layer(model, images=None) -> str:
     # output (a concatenation) of that size.
     final = layers[-1].output_shape[1:3]
     concats = [i for i in layers if i.output_shape[1:3] == final and i.kind == "Concatenate"]
-    return (concats[-1] if concats else layers[-1]).name
+    return concats[-1] if concats else layers[-1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -892,10 +898,8 @@ BLIND_MAP_SIDE = 2
 
 
 def grad_cam_map_side(model, images=None) -> int:
-    """Positions across the feature map Grad-CAM uses for ``model`` (:func:`last_conv_layer`)."""
-    target = last_conv_layer(model, images)
-    info = next(i for i in trace_layers(model, images) if i.name == target)
-    return int(min(info.output_shape[1:3]))
+    """Positions across the feature map Grad-CAM uses for ``model`` (:func:`grad_cam_layer`)."""
+    return int(min(grad_cam_layer(model, images).output_shape[1:3]))
 
 
 def heat_share_table(images_by_model: dict, heatmaps_by_model: dict, y,

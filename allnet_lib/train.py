@@ -74,9 +74,7 @@ from allnet_lib.paths import display_path
 from allnet_lib.runs import (BACKUP_DIR, BEST_NAME, BEST_WEIGHTS, CONFIG_NAME, HISTORY_NAME,  # noqa: F401
                              LAST_NAME, default_run_dir, read_history)
 from allnet_lib.runs import _jsonable, write_json as _write_json
-# which cells a model trains on is a question about the split; kept importable from here for callers
-from allnet_lib.split import (CARVED_VAL_SIZE, _check_part, carve_validation,  # noqa: F401
-                              stratified_sample, training_parts)
+from allnet_lib.split import training_parts  # which cells a model trains on: a question about the split
 
 MAX_EPOCH_LINES = 25   # notebook progress: at most about this many epoch lines
 # profile fields that do not change what a run computes (left out of config comparisons)

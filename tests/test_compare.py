@@ -14,6 +14,7 @@ from allnet_lib import compare, evaluate
 from allnet_lib.compare import (REFERENCE_COLUMN, REPORT_CONFUSION, REPORT_TABLE2, ExperimentConflict,
                                 compare_models, leakage_experiment, load_records, results_table)
 from allnet_lib.profiles import get_profile
+from allnet_lib.split import training_parts
 from allnet_lib.train import TrainResult
 
 
@@ -195,7 +196,7 @@ def test_leakage_experiment_bookkeeping(table, profile, tmp_path, fake_train, ca
         assert result["halves"][h]["split"]["test_subjects_seen_in_training"] > 0
         # the fit: the chosen weights scoring exactly the cells they were trained on
         trained = evaluate.load_record(tmp_path / f"half_{h}" / "record_train.json")
-        used = compare.training_parts(compare.leakage_halves(table, seed=0)[h], profile)[0]
+        used = training_parts(compare.leakage_halves(table, seed=0)[h], profile)[0]
         assert sorted(trained["predictions"]["filename"]) == sorted(used["filename"])
         fit = result["halves"][h]["fit"]
         assert fit["train_accuracy"] == pytest.approx(trained["metrics"]["accuracy"])

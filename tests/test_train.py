@@ -16,6 +16,7 @@ from allnet_lib import train
 from allnet_lib.demo import make_demo_dataset
 from allnet_lib.models import list_models
 from allnet_lib.profiles import get_profile
+from allnet_lib.split import stratified_sample
 from allnet_lib.reader import index_dataset
 from allnet_lib.split import subject_split
 
@@ -160,7 +161,7 @@ def test_missing_validation_is_carved_from_train_by_subject(table):
 
 def test_max_train_images_keeps_class_shares(split):
     table = pd.concat([split.train] * 4, ignore_index=True)
-    sample = train.stratified_sample(table, 10, seed=0)
+    sample = stratified_sample(table, 10, seed=0)
     share = (table["label"] == "all").mean()
     assert len(sample) == 10 and abs((sample["label"] == "all").mean() - share) <= 0.1
 
